@@ -1,0 +1,3 @@
+from sniffer.cli import main
+
+main()
