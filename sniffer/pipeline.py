@@ -1,0 +1,59 @@
+"""The replay and sniff loop: datagrams -> decode -> track -> batched store writes.
+
+The only place that reads the wall clock for the tracker (G9) and decides when a batch is flushed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sniffer.dhcp import Datagram, Dropped, decode
+from sniffer.store import LeaseStore
+from sniffer.tracker import Command, Grant, Rejected, Revoke, Tracker
+
+
+@dataclass
+class Pipeline:
+    """Feeds datagrams through the tracker and writes its commands to the store in batches."""
+
+    tracker: Tracker
+    store: LeaseStore
+    batch_size: int = 500
+    clock: Callable[[], float] = time.time
+    stats: Counter[str] = field(default_factory=Counter)
+    _pending: list[Command] = field(default_factory=list)
+
+    def process(self, datagrams: Iterable[Datagram]) -> None:
+        for datagram in datagrams:
+            self.feed(datagram)
+
+    def feed(self, datagram: Datagram) -> None:
+        stats = self.stats
+        stats["packets"] += 1
+        try:
+            msg = decode(datagram)
+        except Dropped as drop:
+            stats["malformed" if drop.reason != "ignored_type" else "ignored"] += 1
+            stats[drop.reason] += 1
+            return
+        stats["messages"] += 1
+        commands = self.tracker.handle(msg, self.clock())
+        if commands:
+            for command in commands:
+                if isinstance(command, Grant):
+                    stats["written"] += 1
+                elif isinstance(command, Revoke):
+                    stats["deleted"] += 1
+                elif isinstance(command, Rejected):
+                    stats["rejected"] += 1
+            self._pending.extend(commands)
+            if len(self._pending) >= self.batch_size:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self.store.apply(batch, self.clock())
