@@ -1,0 +1,403 @@
+"""The `dhcp-hive-mind` command: parse options, call the pipeline, report errors, set exit codes."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from sniffer import __version__
+from sniffer.capture import CaptureError, FileCapture
+from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
+from sniffer.lease import Lease
+from sniffer.pipeline import Pipeline
+from sniffer.store import Keys, LeaseStore, StoreError, open_redis
+from sniffer.tracker import Tracker, TrackerConfig
+from sniffer.view import duration, lease_table, safe
+
+app = typer.Typer(
+    name="dhcp-hive-mind",
+    help="Passive DHCPv4 lease tracker: mirrors the leases DHCP servers grant into Redis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Engine(StrEnum):
+    tshark = "tshark"
+    pyshark = "pyshark"
+
+
+class Pace(StrEnum):
+    fast = "fast"
+    realtime = "realtime"
+
+
+class SortKey(StrEnum):
+    ip = "ip"
+    expires = "expires"
+    hostname = "hostname"
+    mac = "mac"
+    updated = "updated"
+
+
+class _Settings:
+    debug = False
+
+
+settings = _Settings()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class UsageProblem(Exception):
+    """A local mistake in how the command was called (bad file, bad value)."""
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Local problems become one line on stderr and exit 1; tracebacks only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (CaptureError, StoreError, UsageProblem) as problem:
+            if settings.debug:
+                raise
+            err.print(Text(f"dhcp-hive-mind: error: {problem}"))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print(Text("dhcp-hive-mind: interrupted"))
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# ---- shared options --------------------------------------------------------------------------
+
+RedisUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        envvar="REDIS_URL",
+        help="redis://, rediss:// or unix:// URL. Without it, an embedded Redis persisted under "
+        "the user's state directory.",
+        show_default=False,
+    ),
+]
+KeyPrefix = Annotated[
+    str,
+    typer.Option("--key-prefix", envvar="HIVE_KEY_PREFIX",
+                 help="Prefix of the seed hash keys (empty: the bare IP)."),
+]
+Namespace = Annotated[
+    str,
+    typer.Option("--namespace", envvar="HIVE_NAMESPACE",
+                 help="Namespace of every other key dhcp-hive-mind keeps."),
+]
+EngineOpt = Annotated[
+    Engine,
+    typer.Option("--engine", help="tshark: tshark's field output (fast); pyshark: pyshark's "
+                 "FileCapture in EK mode (slow, a cross-check)."),
+]
+
+
+def _ipv4(values: Iterable[str], option: str) -> frozenset[str]:
+    addresses = set()
+    for value in values:
+        try:
+            addresses.add(str(ipaddress.IPv4Address(value)))
+        except ValueError:
+            message = f"{value!r} is not an IPv4 address"
+            raise typer.BadParameter(message, param_hint=option) from None
+    return frozenset(addresses)
+
+
+def _existing_files(files: list[Path]) -> list[Path]:
+    for path in files:
+        if not path.exists():
+            raise UsageProblem(f"{path}: no such file")
+        if not path.is_file():
+            raise UsageProblem(f"{path}: not a file")
+    return files
+
+
+@contextmanager
+def _store(redis_url: str | None, key_prefix: str, namespace: str,
+           capture_clock: bool) -> Iterator[LeaseStore]:
+    client, description = open_redis(redis_url)
+    if redis_url is None:
+        err.print(Text(f"Using the {description} (set --redis-url or REDIS_URL for a server)."))
+    try:
+        yield LeaseStore(client, Keys(key_prefix, namespace), capture_clock=capture_clock)
+    finally:
+        client.close()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    settings.debug = debug
+    if version:
+        out.print(f"dhcp-hive-mind {__version__}")
+        raise typer.Exit(0)
+
+
+# ---- replay ----------------------------------------------------------------------------------
+
+@app.command()
+@reports_errors
+def replay(
+    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files, replayed in order.",
+                                                show_default=False)],
+    redis_url: RedisUrl = None,
+    key_prefix: KeyPrefix = "",
+    namespace: Namespace = "dhcp-hive-mind",
+    engine: EngineOpt = Engine.tshark,
+    pace: Annotated[Pace, typer.Option("--pace", help="fast, or realtime to keep the capture's "
+                                       "timing.")] = Pace.fast,
+    as_captured: Annotated[bool, typer.Option(
+        "--as-captured", help="Capture clock: leases expire when they did in the capture "
+        "(EXPIREAT), and leases already over are not written. Default: the replay clock, "
+        "TTL = lease time from now.")] = False,
+    allow_server: Annotated[list[str] | None, typer.Option(
+        "--allow-server", help="A DHCP server whose replies are trusted (repeatable). Without "
+        "any, every server is trusted.", show_default=False)] = None,
+    strict_source: Annotated[bool, typer.Option(
+        "--strict-source", help="Replies must also come from an allowed server's or a trusted "
+        "relay's IP address.")] = False,
+    trusted_relay: Annotated[list[str] | None, typer.Option(
+        "--trusted-relay", help="A relay whose copies of replies are trusted under "
+        "--strict-source (repeatable).", show_default=False)] = None,
+    supersede: Annotated[bool, typer.Option(
+        "--supersede/--no-supersede", help="A new lease deletes the same client's other leases "
+        "on the same subnet.")] = True,
+    prefix_len: Annotated[int, typer.Option(
+        "--prefix-len", min=0, max=32, help="Subnet prefix length when an ACK carries no subnet "
+        "mask.")] = 24,
+    bootp: Annotated[bool, typer.Option("--bootp/--no-bootp",
+                                        help="Track BOOTP replies (infinite leases).")] = True,
+) -> None:
+    """Replay capture files into Redis, as if the traffic were live."""
+    _existing_files(files)
+    config = TrackerConfig(
+        allowed_servers=_ipv4(allow_server or (), "--allow-server"),
+        strict_source=strict_source,
+        trusted_relays=_ipv4(trusted_relay or (), "--trusted-relay"),
+        supersede_same_subnet=supersede,
+        default_prefix_len=prefix_len,
+        track_bootp=bootp,
+        capture_clock=as_captured,
+    )
+    if not config.allowed_servers:
+        err.print(Text("warning: no --allow-server given: replies from every DHCP server are "
+                       "trusted, rogue servers included."))
+    with _store(redis_url, key_prefix, namespace, as_captured) as store:
+        tracker = Tracker(config)
+        tracker.restore(store.load())
+        pipeline = Pipeline(tracker, store)
+        started = time.monotonic()
+        if err.is_terminal:
+            _replay_with_progress(pipeline, files, engine, pace)
+        else:
+            for path in files:
+                with FileCapture(path, engine=engine.value) as capture:
+                    pipeline.process(_paced(capture, pace))
+        pipeline.flush()
+    stats = pipeline.stats
+    elapsed = time.monotonic() - started
+    out.print(
+        f"{len(files)} file{'s' if len(files) != 1 else ''}: {stats['packets']:,} packets, "
+        f"{stats['messages']:,} DHCP messages, {stats['written']:,} leases written, "
+        f"{stats['deleted']:,} deleted, {stats['rejected']:,} replies rejected, "
+        f"{stats['malformed']:,} malformed packets dropped ({elapsed:.1f}s)"
+    )
+
+
+def _paced(datagrams: Iterable[Datagram], pace: Pace) -> Iterator[Datagram]:
+    if pace is Pace.fast:
+        yield from datagrams
+        return
+    first: float | None = None
+    started = time.monotonic()
+    for datagram in datagrams:
+        if first is None:
+            first = datagram.ts
+        delay = (datagram.ts - first) - (time.monotonic() - started)
+        if delay > 0:
+            time.sleep(delay)
+        yield datagram
+
+
+def _replay_with_progress(pipeline: Pipeline, files: list[Path], engine: Engine,
+                          pace: Pace) -> None:
+    stats = pipeline.stats
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[packets]:>10,} packets {task.fields[leases]:>8,} leases "
+                   "{task.fields[rate]:>8,.0f}/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        for path in files:
+            with FileCapture(path, engine=engine.value) as capture:
+                task = progress.add_task(str(path.name), total=capture.size or None,
+                                         packets=0, leases=0, rate=0.0)
+                started = time.monotonic()
+                first_packets = stats["packets"]
+                for n, datagram in enumerate(_paced(capture, pace), 1):
+                    pipeline.feed(datagram)
+                    if n % 1000 == 0:
+                        _update(progress, task, capture, stats, started, first_packets)
+                _update(progress, task, capture, stats, started, first_packets)
+                progress.update(task, completed=capture.size or 1, total=capture.size or 1)
+
+
+def _update(progress: Progress, task: object, capture: FileCapture, stats: dict[str, int],
+            started: float, first_packets: int) -> None:
+    elapsed = max(time.monotonic() - started, 1e-6)
+    packets = stats["packets"] - first_packets
+    progress.update(task, completed=capture.bytes_read(), packets=packets,  # type: ignore[arg-type]
+                    leases=stats["written"], rate=packets / elapsed)
+
+
+# ---- leases ----------------------------------------------------------------------------------
+
+@app.command()
+@reports_errors
+def leases(
+    redis_url: RedisUrl = None,
+    key_prefix: KeyPrefix = "",
+    namespace: Namespace = "dhcp-hive-mind",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    ip: Annotated[str | None, typer.Option("--ip", help="Only this address.",
+                                           show_default=False)] = None,
+    mac: Annotated[str | None, typer.Option("--mac", help="Only this MAC address.",
+                                            show_default=False)] = None,
+    hostname: Annotated[str | None, typer.Option(
+        "--hostname", help="Only hostnames containing this text (case-insensitive).",
+        show_default=False)] = None,
+    sort: Annotated[SortKey, typer.Option("--sort", help="Sort order.")] = SortKey.ip,
+) -> None:
+    """List the current leases."""
+    if ip is not None:
+        ip = str(_single(_ipv4([ip], "--ip")))
+    if mac is not None:
+        mac = _normal_mac(mac)
+    with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
+        rows = store.current(ip=ip, mac=mac, hostname=hostname)
+    rows.sort(key=_sort_key(sort))
+    if as_json:
+        out.print_json(json.dumps([_lease_json(lease, ttl) for lease, ttl in rows]))
+        return
+    if not rows:
+        err.print("No leases.")
+        return
+    out.print(lease_table(rows))
+
+
+def _single(values: frozenset[str]) -> str:
+    return next(iter(values))
+
+
+def _normal_mac(value: str) -> str:
+    digits = value.lower().replace("-", "").replace(":", "").replace(".", "")
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a MAC address", param_hint="--mac") from None
+    if not 1 <= len(raw) <= 16:
+        raise typer.BadParameter(f"{value!r} is not a MAC address", param_hint="--mac")
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _sort_key(sort: SortKey) -> Callable[[tuple[Lease, int]], tuple[object, ...]]:
+    def key(row: tuple[Lease, int]) -> tuple[object, ...]:
+        lease, ttl = row
+        ip_key = int(ipaddress.IPv4Address(lease.ip))
+        if sort is SortKey.expires:
+            return (ttl < 0, ttl, ip_key)
+        if sort is SortKey.hostname:
+            return ((lease.hostname or "").lower(), ip_key)
+        if sort is SortKey.mac:
+            return (lease.mac or "", ip_key)
+        if sort is SortKey.updated:
+            return (-lease.updated, ip_key)
+        return (ip_key,)
+
+    return key
+
+
+def _lease_json(lease: Lease, ttl: int) -> dict[str, object]:
+    fields: dict[str, object] = dict(lease.detail_fields())
+    fields["ttl"] = ttl
+    return fields
+
+
+# ---- decode ----------------------------------------------------------------------------------
+
+@app.command("decode")
+@reports_errors
+def decode_files(
+    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per DHCP message "
+                                          "(JSON Lines).")] = False,
+    engine: EngineOpt = Engine.tshark,
+) -> None:
+    """Print the DHCP messages in capture files, decoded as the tracker sees them."""
+    _existing_files(files)
+    dropped = 0
+    if not as_json:
+        out.print(Text(_DECODE_HEADER, style="bold"))
+    for path in files:
+        with FileCapture(path, engine=engine.value) as capture:
+            for datagram in capture:
+                try:
+                    msg = decode(datagram)
+                except Dropped:
+                    dropped += 1
+                    continue
+                if as_json:
+                    sys.stdout.write(json.dumps(msg.to_json()) + "\n")
+                else:
+                    out.print(_decode_row(msg))
+    if dropped:
+        err.print(f"{dropped:,} packets on DHCP ports were not valid DHCP messages.")
+
+
+_DECODE_HEADER = (f"{'frame':>6} {'time':<15} {'type':<13} {'xid':<8} {'client mac':<17} "
+                  f"{'ciaddr':<15} {'yiaddr':<15} {'giaddr':<15} {'server':<15} {'lease':>8} "
+                  "hostname")
+
+
+def _decode_row(msg: DhcpMessage) -> Text:
+    lease = "" if msg.lease_time is None else (
+        "infinite" if msg.lease_time == 0xFFFFFFFF else duration(msg.lease_time))
+    stamp = time.strftime("%H:%M:%S", time.localtime(msg.ts)) + f".{int(msg.ts % 1 * 1e6):06d}"
+    text = (f"{msg.frame:>6} {stamp:<15} {msg.type_name:<13} {msg.xid:08x} "
+            f"{msg.mac or '-':<17} {msg.ciaddr:<15} {msg.yiaddr:<15} {msg.giaddr:<15} "
+            f"{msg.server_id or '-':<15} {lease:>8} ")
+    return Text(text) + safe(msg.fqdn or msg.hostname or "")
+
+
+def main() -> None:
+    app()
