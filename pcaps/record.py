@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Re-record the project's own captures in pcaps/ with the namespace lab in tests/lab.py.
+
+Run as root (`make pcaps`, or `python3 pcaps/record.py [NAME...]` for some of them). Afterwards
+it prints each capture's summary as a row of the table in pcaps/README.md: compare, and update
+the README if the content changed on purpose (tests/test_lab.py checks they agree).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from lab import Lab, summarize  # noqa: E402
+
+# Short timers so the renewal captures take seconds; T1 is what dhclient renews at.
+SHORT = {"valid_lifetime": 30, "renew_timer": 5, "rebind_timer": 20}
+
+
+def plain_dora(path: Path) -> None:
+    """A client on the server's own segment: broadcast DORA, captured at the server."""
+    with Lab(relayed_clients=0) as lab:
+        lab.local.hostname = "plain-client"
+        capture = lab.capture("srv", ["eth0"], path)
+        lab.local.obtain()
+        capture.stop()
+
+
+def relayed_dora_both_legs(path: Path) -> None:
+    """A relayed DORA, captured on both interfaces of the relay host."""
+    with Lab(relayed_clients=1) as lab:
+        lab.clients[0].hostname = "relayed-client"
+        capture = lab.capture("relay", ["up0", "down0"], path)
+        lab.clients[0].obtain()
+        capture.stop()
+
+
+def renewal(path: Path) -> None:
+    """DORA, then one renewal at T1: unicast REQUEST/ACK with ciaddr, captured at the server."""
+    with Lab(relayed_clients=0, **SHORT) as lab:
+        lab.local.hostname = "renewing-client"
+        capture = lab.capture("srv", ["eth0"], path)
+        lab.local.obtain()
+        lab.local.wait_renewals(1)
+        lab.local.vanish()
+        capture.stop()
+
+
+def relayed_renewal_both_legs(path: Path) -> None:
+    """A relayed client renewing through its router, captured on both relay legs.
+
+    The unicast renewal is routed, and dhcrelay relays a second copy of it too (it listens for
+    port 67 on the client leg whatever the destination), so the server answers twice.
+    """
+    with Lab(relayed_clients=1, **SHORT) as lab:
+        client = lab.clients[0]
+        client.hostname = "relayed-renewer"
+        capture = lab.capture("relay", ["up0", "down0"], path)
+        client.obtain()
+        client.wait_renewals(1)
+        client.vanish()
+        capture.stop()
+
+
+def release(path: Path) -> None:
+    """DORA, then DHCPRELEASE, captured at the server."""
+    with Lab(relayed_clients=0) as lab:
+        lab.local.hostname = "releasing-client"
+        capture = lab.capture("srv", ["eth0"], path)
+        lab.local.obtain()
+        lab.local.release()
+        capture.stop()
+
+
+RECORDINGS: dict[str, Callable[[Path], None]] = {
+    "plain_dora.pcap": plain_dora,
+    "relayed_dora_both_legs.pcapng": relayed_dora_both_legs,
+    "renewal.pcap": renewal,
+    "relayed_renewal_both_legs.pcapng": relayed_renewal_both_legs,
+    "release.pcap": release,
+}
+
+
+def main(names: list[str]) -> int:
+    unknown = [name for name in names if name not in RECORDINGS]
+    if unknown:
+        print(f"unknown recording(s) {', '.join(unknown)}; known: {', '.join(RECORDINGS)}",
+              file=sys.stderr)
+        return 2
+    for name in names or list(RECORDINGS):
+        path = HERE / name
+        RECORDINGS[name](path)
+        s = summarize(path)
+        print(f"| `{name}` | {s.messages} | {s.xids} | {s.relayed} | {s.leased} | {s.hostnames} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

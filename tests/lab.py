@@ -1,0 +1,471 @@
+"""A DHCP lab in network namespaces: Kea, a relay, and dhclient clients, torn down on exit.
+
+Topology (every name below is prefixed with a per-lab tag such as ``hive3f9a1c-``, so parallel
+labs never clash; nothing is created in the caller's own namespace):
+
+      local (dhclient)            srv (kea-dhcp4 192.0.2.1, control socket, lease_cmds)
+      eth0 02:00:00:00:00:0a      eth0 02:00:00:00:ff:01
+           |                           |
+    ===== br0 in namespace sw: server segment N0 192.0.2.0/24 (pool .100-.199) =====
+                          |
+                 up0 192.0.2.254 02:00:00:00:ff:02
+                 relay (dhcrelay -iu up0 -id down0 192.0.2.1, ip_forward=1)
+                 down0 198.51.100.1 02:00:00:00:ff:03  (giaddr, clients' router)
+                          |
+    ===== br1 in namespace sw: client segment N1 198.51.100.0/24 (pool .100-.199) =====
+           |                  |
+      cli1 eth0          cli2 eth0 ...   (dhclient; MAC 02:00:00:00:01:<n>)
+
+Clients renew by unicast through the relay acting as a router, as a real client would.
+The addresses are documentation ranges (RFC 5737); the traffic never leaves the namespaces.
+
+    with Lab(relayed_clients=1) as lab:
+        ip = lab.clients[0].obtain()
+        leases = lab.leases()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+
+SERVER_IP = "192.0.2.1"
+RELAY_UP_IP = "192.0.2.254"
+RELAY_DOWN_IP = "198.51.100.1"
+SERVER_NET = "192.0.2.0/24"
+CLIENT_NET = "198.51.100.0/24"
+DHCP_FILTER = "udp port 67 or udp port 68"
+SBIN = "/usr/sbin:/sbin:/usr/local/sbin"
+
+# Configures only what renewals need (address, default route). Debian's dhclient-script would
+# also rewrite /etc/resolv.conf, which a network namespace shares with the host.
+# Each call is appended to "events" beside the script, so callers can see binds and renewals.
+CLIENT_SCRIPT = """#!/bin/sh
+echo "$reason $new_ip_address" >> "$(dirname "$0")/events"
+case "$reason" in
+  PREINIT)
+    ip link set dev "$interface" up ;;
+  BOUND|RENEW|REBIND|REBOOT)
+    if [ -n "$old_ip_address" ] && [ "$old_ip_address" != "$new_ip_address" ]; then
+      ip -4 addr flush dev "$interface"
+    fi
+    ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface"
+    for router in $new_routers; do
+      ip route replace default via "$router" dev "$interface"
+      break
+    done ;;
+  EXPIRE|FAIL|RELEASE|STOP)
+    ip -4 addr flush dev "$interface" ;;
+esac
+exit 0
+"""
+
+
+class LabError(Exception):
+    """The lab could not be built or an operation in it failed."""
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=SBIN)
+    if path is None:
+        raise LabError(f"{name} is not installed")
+    return path
+
+
+def run(argv: Sequence[str], *, timeout: float = 30) -> str:
+    """Run a command to completion; its stdout, or LabError with its stderr."""
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"timed out after {timeout}s: {' '.join(argv)}") from exc
+    if done.returncode != 0:
+        raise LabError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def lease_cmds_hook(kea: str) -> Path:
+    """The lease_cmds hook library; its directory differs between distros and Kea versions."""
+    match = re.search(r"Hooks directory:\s*(\S+)", run([kea, "-W"]))
+    reported = [Path(match.group(1))] if match else []
+    for directory in [*reported, *Path("/usr/lib").glob("*/kea/hooks"),
+                      Path("/usr/lib/kea/hooks"), Path("/usr/local/lib/kea/hooks")]:
+        if (directory / "libdhcp_lease_cmds.so").exists():
+            return directory / "libdhcp_lease_cmds.so"
+    raise LabError("libdhcp_lease_cmds.so not found (on Debian it is in kea-common)")
+
+
+class Namespace:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cmd(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def ip(self, *args: str) -> str:
+        return run(["ip", "-n", self.name, *args])
+
+    def ipv4(self, iface: str) -> list[str]:
+        out = self.ip("-4", "-o", "addr", "show", "dev", iface)
+        return re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", out)
+
+
+class Daemon:
+    """A long-running process in a namespace with its output in a log file."""
+
+    def __init__(self, ns: Namespace, argv: Sequence[str], log: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self.argv = list(argv)
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                ns.cmd(*argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=None if env is None else {**os.environ, **env},
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_output(self, pattern: str, timeout: float = 20) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise LabError(f"{self.argv[0]} exited {self.proc.returncode}: {self.output()}")
+            return re.search(pattern, self.output()) is not None
+
+        wait_for(ready, f"{self.argv[0]} to print {pattern!r}", timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class Client:
+    """dhclient on eth0 of its own namespace, with its own config, lease file and pid file."""
+
+    def __init__(self, ns: Namespace, workdir: Path, mac: str, hostname: str) -> None:
+        self.ns = ns
+        self.mac = mac
+        self.hostname = hostname  # written into the config at each obtain()
+        self.dir = workdir / ns.name
+        self.dir.mkdir()
+        self.script = self.dir / "script"
+        self.script.write_text(CLIENT_SCRIPT)
+        self.script.chmod(0o755)
+
+    def _dhclient(self, *flags: str, timeout: float = 60) -> str:
+        files = ["-cf", str(self.dir / "conf"), "-lf", str(self.dir / "leases"),
+                 "-pf", str(self.dir / "pid"), "-sf", str(self.script)]
+        return run(self.ns.cmd(tool("dhclient"), *flags, *files, "eth0"), timeout=timeout)
+
+    def obtain(self, timeout: int = 30) -> str:
+        """DORA; dhclient then stays in the background and renews by itself. Returns the IP."""
+        (self.dir / "conf").write_text(
+            f"send host-name {json.dumps(self.hostname)};\n"
+            "request subnet-mask, broadcast-address, routers;\n"
+            f"timeout {timeout};\ninitial-interval 1;\n"
+        )
+        self._dhclient("-1", "-v", timeout=timeout + 10)
+        addresses = self.ns.ipv4("eth0")
+        if not addresses:
+            raise LabError(f"{self.ns.name}: dhclient exited but eth0 has no IPv4 address")
+        return addresses[0]
+
+    def events(self) -> list[str]:
+        """The reasons dhclient has called its script with so far: PREINIT, BOUND, RENEW..."""
+        path = self.dir / "events"
+        return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
+
+    def wait_renewals(self, count: int = 1, timeout: float = 60) -> None:
+        """Wait until dhclient has renewed its lease `count` times in all."""
+        wait_for(lambda: self.events().count("RENEW") >= count,
+                 f"{self.ns.name} to renew {count}x", timeout)
+
+    def release(self) -> None:
+        """Stop the background dhclient and send DHCPRELEASE."""
+        self._dhclient("-r", "-v")
+
+    def vanish(self) -> None:
+        """Kill the background dhclient: the client leaves without a word, keeping its lease.
+
+        `dhclient -x` is no use here: the stopping instance itself sends an INIT-REBOOT REQUEST.
+        """
+        os.kill(int((self.dir / "pid").read_text()), signal.SIGKILL)
+
+
+class Capture:
+    """dumpcap on interfaces of one namespace; pcap for one interface, pcapng for several."""
+
+    def __init__(self, ns: Namespace, interfaces: Sequence[str], path: Path, log: Path,
+                 capture_filter: str = DHCP_FILTER) -> None:
+        if path.suffix != (".pcap" if len(interfaces) == 1 else ".pcapng"):
+            raise LabError(f"{path.name}: use .pcap for one interface, .pcapng for several")
+        self.path = path
+        path.unlink(missing_ok=True)
+        # A filter before the first -i applies to every interface.
+        argv = [tool("dumpcap"), "-q", "-f", capture_filter]
+        for iface in interfaces:
+            argv += ["-i", iface]
+        argv += ["-P"] if len(interfaces) == 1 else []
+        self.daemon = Daemon(ns, [*argv, "-w", str(path)], log)
+        self.daemon.wait_output(r"Capturing on")
+
+    def stop(self, settle: float = 0.5) -> Path:
+        """Let in-flight packets arrive, then stop dumpcap cleanly; returns the file."""
+        time.sleep(settle)
+        code = self.daemon.stop(signal.SIGINT)
+        if code != 0 or not self.path.exists():
+            raise LabError(f"dumpcap exited {code}: {self.daemon.output()}")
+        self.path.chmod(0o644)  # dumpcap creates it private; recordings are for everyone
+        return self.path
+
+
+class Lab:
+    """The whole topology; use as a context manager so everything is removed even on failure."""
+
+    def __init__(self, relayed_clients: int = 1, *, valid_lifetime: int = 3600,
+                 renew_timer: int | None = None, rebind_timer: int | None = None) -> None:
+        self.tag = f"hive{secrets.token_hex(3)}"
+        self.relayed_clients = relayed_clients
+        self.timers = {"valid-lifetime": valid_lifetime, "renew-timer": renew_timer,
+                       "rebind-timer": rebind_timer}
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
+        self.namespaces: list[Namespace] = []
+        self.daemons: list[Daemon] = []
+        self.clients: list[Client] = []
+        self.ports = 0
+        self.control_socket = self.workdir / "kea.sock"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill every process in the lab's namespaces, delete them, remove the temp dir."""
+        for daemon in self.daemons:
+            daemon.stop()
+        for ns in self.namespaces:
+            # Also catches daemonized dhclients, which are not our children.
+            pids = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True,
+                                  text=True, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, check=False)
+        self.namespaces.clear()
+        self.daemons.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def namespace_names(self) -> list[str]:
+        return [ns.name for ns in self.namespaces]
+
+    # -- building --------------------------------------------------------------------------
+
+    def _namespace(self, role: str) -> Namespace:
+        ns = Namespace(f"{self.tag}-{role}")
+        run(["ip", "netns", "add", ns.name])
+        self.namespaces.append(ns)
+        ns.ip("link", "set", "lo", "up")
+        return ns
+
+    def _plug(self, ns: Namespace, iface: str, bridge: str, mac: str,
+              address: str | None = None) -> None:
+        """A veth from `iface` in `ns` to a port of `bridge` in the switch namespace."""
+        self.ports += 1
+        port = f"{bridge}p{self.ports}"
+        self.switch.ip("link", "add", port, "type", "veth", "peer", "name", iface,
+                       "netns", ns.name)
+        self.switch.ip("link", "set", port, "master", bridge, "up")
+        ns.ip("link", "set", iface, "address", mac, "up")
+        if address is not None:
+            ns.ip("addr", "add", address, "dev", iface)
+
+    def _build(self) -> None:
+        self.switch = self._namespace("sw")
+        for bridge in ("br0", "br1"):
+            self.switch.ip("link", "add", bridge, "type", "bridge")
+            self.switch.ip("link", "set", bridge, "up")
+
+        self.srv = self._namespace("srv")
+        self._plug(self.srv, "eth0", "br0", "02:00:00:00:ff:01", f"{SERVER_IP}/24")
+        self.srv.ip("route", "add", CLIENT_NET, "via", RELAY_UP_IP)
+
+        self.relay = self._namespace("relay")
+        self._plug(self.relay, "up0", "br0", "02:00:00:00:ff:02", f"{RELAY_UP_IP}/24")
+        self._plug(self.relay, "down0", "br1", "02:00:00:00:ff:03", f"{RELAY_DOWN_IP}/24")
+        run(self.relay.cmd("sysctl", "-qw", "net.ipv4.ip_forward=1"))
+
+        local = self._namespace("local")
+        self._plug(local, "eth0", "br0", "02:00:00:00:00:0a")
+        self.local = Client(local, self.workdir, "02:00:00:00:00:0a", "local")
+        for n in range(1, self.relayed_clients + 1):
+            ns = self._namespace(f"cli{n}")
+            mac = f"02:00:00:00:01:{n:02x}"
+            self._plug(ns, "eth0", "br1", mac)
+            self.clients.append(Client(ns, self.workdir, mac, f"cli{n}"))
+
+        self._start_kea()
+        self._start_relay()
+
+    def _kea_config(self) -> dict[str, object]:
+        timers = {k: v for k, v in self.timers.items() if v is not None}
+        return {"Dhcp4": {
+            "interfaces-config": {"interfaces": ["eth0"]},
+            "control-socket": {"socket-type": "unix", "socket-name": str(self.control_socket)},
+            "lease-database": {"type": "memfile", "persist": True, "lfc-interval": 0,
+                               "name": str(self.workdir / "leases4.csv")},
+            "hooks-libraries": [
+                {"library": str(lease_cmds_hook(tool("kea-dhcp4")))}],
+            **timers,
+            "subnet4": [
+                {"id": 1, "subnet": SERVER_NET,
+                 "pools": [{"pool": "192.0.2.100 - 192.0.2.199"}]},
+                {"id": 2, "subnet": CLIENT_NET,
+                 "pools": [{"pool": "198.51.100.100 - 198.51.100.199"}],
+                 "option-data": [{"name": "routers", "data": RELAY_DOWN_IP}]},
+            ],
+            "loggers": [{"name": "kea-dhcp4", "severity": "INFO",
+                         "output_options": [{"output": "stdout"}]}],
+        }}
+
+    def _start_kea(self) -> None:
+        config = self.workdir / "kea-dhcp4.json"
+        config.write_text(json.dumps(self._kea_config(), indent=2))
+        # Kea writes its pid file and logger lock under /run unless told otherwise; newer Kea
+        # (2.6.3+) also confines the socket and lease file to directories named like this.
+        env = {name: str(self.workdir) for name in (
+            "KEA_PIDFILE_DIR", "KEA_LOCKFILE_DIR", "KEA_CONTROL_SOCKET_DIR", "KEA_DHCP_DATA_DIR")}
+        kea = Daemon(self.srv, [tool("kea-dhcp4"), "-c", str(config)],
+                     self.workdir / "kea.log", env)
+        self.daemons.append(kea)
+        kea.wait_output(r"DHCP4_STARTED")
+        self.kea_command("version-get")
+
+    def _start_relay(self) -> None:
+        relay = Daemon(self.relay, [tool("dhcrelay"), "-d", "-4", "-pf",
+                                    str(self.workdir / "dhcrelay.pid"),
+                                    "-iu", "up0", "-id", "down0", SERVER_IP],
+                       self.workdir / "dhcrelay.log")
+        self.daemons.append(relay)
+        relay.wait_output(r"Sending on\s+Socket/fallback")
+
+    # -- operations ------------------------------------------------------------------------
+
+    def kea_command(self, command: str, arguments: dict[str, object] | None = None
+                    ) -> dict[str, object]:
+        """One command through Kea's unix control socket; the response when result is 0 or 3."""
+        request: dict[str, object] = {"command": command}
+        if arguments is not None:
+            request["arguments"] = arguments
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(self.control_socket))
+            sock.sendall(json.dumps(request).encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        response: dict[str, object] = json.loads(b"".join(chunks))
+        if response.get("result") not in (0, 3):  # 3: empty, e.g. no leases yet
+            raise LabError(f"kea {command}: {response}")
+        return response
+
+    def leases(self) -> list[dict[str, object]]:
+        """Kea's current leases (lease4-get-all via the lease_cmds hook)."""
+        arguments = self.kea_command("lease4-get-all").get("arguments") or {}
+        assert isinstance(arguments, dict)
+        leases: list[dict[str, object]] = arguments.get("leases", [])
+        return leases
+
+    def capture(self, where: str, interfaces: Sequence[str], path: Path) -> Capture:
+        """Start dumpcap in namespace role `where` ("srv", "relay", "local", "cliN")."""
+        ns = next(ns for ns in self.namespaces if ns.name == f"{self.tag}-{where}")
+        log = self.workdir / f"dumpcap-{path.name}.log"
+        capture = Capture(ns, interfaces, path, log)
+        self.daemons.append(capture.daemon)
+        return capture
+
+
+MESSAGE_TYPES = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 4: "DECLINE", 5: "ACK", 6: "NAK",
+                 7: "RELEASE", 8: "INFORM"}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a capture holds, in the words of pcaps/README.md's table."""
+
+    messages: str  # "DISCOVER x2, OFFER, ACK* x3": types by first appearance; * = ciaddr set
+    xids: int  # distinct transaction ids
+    relayed: int  # messages with a non-zero giaddr
+    leased: str  # the ACKs' yiaddr values, sorted, comma-separated
+    hostnames: str  # option 12 values, sorted, comma-separated
+
+
+def summarize(path: Path) -> Summary:
+    """Read a capture with tshark and summarize its DHCP messages.
+
+    Counts rather than a sequence, in timestamp order: a multi-interface pcapng is written in
+    per-interface blocks, and the order of near-simultaneous copies is a race.
+    """
+    fields = ["frame.time_epoch", "dhcp.option.dhcp", "dhcp.id", "dhcp.ip.client",
+              "dhcp.ip.relay", "dhcp.ip.your", "dhcp.option.hostname"]
+    argv = [tool("tshark"), "-n", "-r", str(path), "-Y", "dhcp", "-T", "fields"]
+    for field in fields:
+        argv += ["-e", field]
+    rows = sorted((line.split("\t") for line in run(argv).splitlines()),
+                  key=lambda row: Decimal(row[0]))
+    kinds: Counter[str] = Counter()
+    xids: set[str] = set()
+    leased: set[str] = set()
+    hostnames: set[str] = set()
+    relayed = 0
+    for _, kind, xid, ciaddr, giaddr, yiaddr, hostname in rows:
+        name = MESSAGE_TYPES[int(kind)]
+        kinds[name + ("*" if ciaddr != "0.0.0.0" else "")] += 1
+        xids.add(xid)
+        relayed += giaddr != "0.0.0.0"
+        if name == "ACK":
+            leased.add(yiaddr)
+        if hostname:
+            hostnames.add(hostname)
+    messages = ", ".join(kind if n == 1 else f"{kind} x{n}" for kind, n in kinds.items())
+    return Summary(messages, len(xids), relayed, ",".join(sorted(leased)),
+                   ",".join(sorted(hostnames)))

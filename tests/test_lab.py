@@ -1,0 +1,74 @@
+"""The namespace lab works end to end, and the committed recordings still hold what
+pcaps/README.md says they hold."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from conftest import REPO, require_tool
+from lab import Lab, Summary, summarize
+
+PCAPS = REPO / "pcaps"
+ROW = re.compile(r"^\| `(?P<file>[^`]+\.pcap(?:ng)?)` \|(?P<cells>.*)\|$")
+
+
+def readme_table() -> dict[str, Summary]:
+    """The table rows of pcaps/README.md, keyed by file name."""
+    rows = {}
+    for line in (PCAPS / "README.md").read_text().splitlines():
+        if match := ROW.match(line):
+            messages, xids, relayed, leased, hostnames = (
+                cell.strip() for cell in match["cells"].split("|"))
+            rows[match["file"]] = Summary(messages, int(xids), int(relayed), leased, hostnames)
+    return rows
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+@pytest.mark.e2e
+def test_relayed_dora_reaches_kea_with_hostname() -> None:
+    for name in ("kea-dhcp4", "dhcrelay", "dhclient", "ip"):
+        require_tool(name)
+    with Lab(relayed_clients=1) as lab:
+        client = lab.clients[0]
+        client.hostname = "lab-test-client"
+        ip = client.obtain()
+        leases = lab.leases()
+        built = lab.namespace_names()
+        workdir = lab.workdir
+        assert set(built) <= namespaces()
+    assert ip.startswith("198.51.100.")
+    ours = [lease for lease in leases if lease["ip-address"] == ip]
+    assert len(ours) == 1
+    assert ours[0]["hw-address"] == client.mac
+    assert ours[0]["hostname"] == "lab-test-client"
+    assert not set(built) & namespaces()
+    assert not workdir.exists()
+
+
+@pytest.mark.e2e
+def test_lab_is_removed_when_the_body_fails() -> None:
+    require_tool("kea-dhcp4")
+    with pytest.raises(RuntimeError, match="boom"), Lab(relayed_clients=1) as lab:
+        built = lab.namespace_names()
+        raise RuntimeError("boom")
+    assert built
+    assert not set(built) & namespaces()
+
+
+def test_readme_lists_every_committed_capture() -> None:
+    committed = {path.name for path in PCAPS.iterdir() if path.suffix in (".pcap", ".pcapng")}
+    assert committed
+    assert set(readme_table()) == committed
+
+
+@pytest.mark.parametrize("name", sorted(readme_table()))
+def test_capture_holds_what_readme_says(name: str) -> None:
+    require_tool("tshark")
+    assert summarize(PCAPS / name) == readme_table()[name]
+
