@@ -135,6 +135,16 @@ def feed_path(session: Session, path: Path) -> None:
     session.pipeline.flush()
 
 
+def feed_watching(session: Session, path: Path) -> int:
+    """Feed a pcap datagram by datagram; the most pending transactions seen after any of them."""
+    most = 0
+    for datagram in read_file(path, engine=session.engine):
+        session.pipeline.feed(datagram)
+        most = max(most, session.tracker.pending_transactions)
+    session.pipeline.flush()
+    return most
+
+
 # ---- R-RD-1 formats ---------------------------------------------------------------------------
 
 DETAIL_FIELDS = {"ip", "mac", "htype", "client_id", "hostname", "hostname_src", "expires",
