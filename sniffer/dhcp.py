@@ -6,7 +6,9 @@ that the drop increments (spec section 1.12).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from socket import inet_ntoa
 
 # Message types (option 53), RFC 2132 section 9.6.
 DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = range(1, 9)
@@ -21,6 +23,34 @@ TYPE_NAMES = {
     RELEASE: "DHCPRELEASE",
     INFORM: "DHCPINFORM",
 }
+
+# R-IN-14: the message types each op may carry.
+_TYPES_FOR_OP = {
+    1: frozenset({DISCOVER, REQUEST, DECLINE, RELEASE, INFORM}),
+    2: frozenset({OFFER, ACK, NAK}),
+}
+
+# Fixed header (RFC 2131 Table 1): op htype hlen hops xid secs flags ciaddr yiaddr siaddr giaddr.
+_HEADER = struct.Struct("!BBBBIHH4s4s4s4s")
+_CHADDR, _SNAME, _FILE, _COOKIE_AT, _OPTIONS = 28, 44, 108, 236, 240
+_COOKIE = b"\x63\x82\x53\x63"
+
+_PAD, _END, _OVERLOAD = 0, 255, 52
+
+# bytes.translate deletion tables, built once.
+_HOSTNAME_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+_NOT_HOSTNAME = bytes(b for b in range(256) if b not in _HOSTNAME_CHARS)
+_NOT_LABEL = _NOT_HOSTNAME + b"."  # R-HN-3: a "." octet inside a wire-format label is removed
+_NOT_PRINTABLE = bytes(b for b in range(256) if not 0x20 <= b <= 0x7E)
+
+# Option 1 values that are contiguous netmasks, with their dotted form.
+_NETMASKS = {
+    mask.to_bytes(4, "big"): inet_ntoa(mask.to_bytes(4, "big"))
+    for mask in ((0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF for prefix in range(33))
+}
+
+_MAX_HOSTNAME = 253  # R-HN-2 S5
+_FQDN_E_BIT = 0x04  # RFC 4702 section 2.1: the name is in DNS wire format
 
 
 class Dropped(Exception):
@@ -48,7 +78,7 @@ class Datagram:
 
 @dataclass(frozen=True, slots=True)
 class DhcpMessage:
-    """A decoded DHCP or BOOTP message. Every option field holds only a value that passed R-IN-10."""
+    """A decoded DHCP or BOOTP message. Every option field holds only a value passing R-IN-10."""
 
     ts: float
     src: str
@@ -90,7 +120,7 @@ class DhcpMessage:
     @property
     def mac(self) -> str | None:
         """chaddr as lowercase colon-separated hex; None when hlen is 0 (R-ID-1)."""
-        return ":".join(f"{b:02x}" for b in self.chaddr) if self.chaddr else None
+        return self.chaddr.hex(":") if self.chaddr else None
 
     @property
     def hw(self) -> tuple[int, bytes]:
@@ -109,14 +139,261 @@ class DhcpMessage:
 
     def to_json(self) -> dict[str, object]:
         """The seed's message format plus further keys (used by `decode --json`)."""
-        raise NotImplementedError
+        return {
+            "msg_type": self.type_name,
+            "client_mac": self.mac,
+            "hostname": self.fqdn if self.fqdn is not None else self.hostname,
+            "relay_ip": self.giaddr,
+            "client_ip": self.ciaddr,
+            "your_ip": self.yiaddr,
+            "server_ip": self.server_id,
+            "lease_time": self.lease_time,
+            "subnet_mask": self.subnet_mask,
+            "router": self.routers[0] if self.routers else None,
+            "xid": f"{self.xid:08x}",
+            "ts": self.ts,
+            "frame": self.frame,
+            "src": self.src,
+            "dst": self.dst,
+            "sport": self.sport,
+            "dport": self.dport,
+            "htype": self.htype,
+            "hops": self.hops,
+            "flags": self.flags,
+            "requested_ip": self.requested_ip,
+            "client_id": self.client_id,
+            "fqdn": self.fqdn,
+            "hostname_opt12": self.hostname,
+            "rapid_commit": self.rapid_commit,
+            "circuit_id": self.circuit_id,
+            "remote_id": self.remote_id,
+            "vendor_class": self.vendor_class,
+            "param_request_list": list(self.param_request_list),
+            "options": list(self.option_codes),
+            "framing_error": self.framing_error,
+            "capture_truncated": self.capture_truncated,
+        }
+
+
+def valid_lease_address(ip: str) -> bool:
+    """R-IN-15: False in 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4, 240.0.0.0/4, or if not an address."""
+    parts = ip.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) <= 255 for p in parts):
+        return False
+    first = int(parts[0])
+    return first != 0 and first != 127 and first < 224
+
+
+def _finish_name(name: bytes) -> str | None:
+    """R-HN-2 S5 and S6 on a name that already has no empty labels."""
+    name = name[:_MAX_HOSTNAME].rstrip(b".")
+    return name.decode("ascii") if name else None
 
 
 def sanitize_hostname(raw: bytes) -> str | None:
     """R-HN-2 steps S1-S6; None when nothing is left."""
-    raise NotImplementedError
+    name = raw.split(b"\0", 1)[0].translate(None, _NOT_HOSTNAME)  # S1, S2
+    if b".." in name or name[:1] == b"." or name[-1:] == b".":
+        name = b".".join(label for label in name.split(b".") if label)  # S3, S4
+    return _finish_name(name)
+
+
+def _wire_name(data: bytes) -> str | None:
+    """R-HN-3: a DNS wire-format name (no compression); None when unusable or empty."""
+    labels = []
+    pos, end = 0, len(data)
+    while pos < end:
+        size = data[pos]
+        if size == 0:  # the root label ends a fully qualified name
+            break
+        start = pos + 1
+        pos = start + size
+        if size >= 0x40 or pos > end:  # a compression pointer, or a label past the end
+            return None
+        label = data[start:pos].translate(None, _NOT_LABEL)
+        if label:
+            labels.append(label)
+    return _finish_name(b".".join(labels))
+
+
+def _fqdn(value: bytes) -> str | None:
+    """Option 81 (RFC 4702 section 2): flags, RCODE1, RCODE2, then the name."""
+    if len(value) < 3:
+        return None
+    if value[0] & _FQDN_E_BIT:
+        return _wire_name(value[3:])
+    return sanitize_hostname(value[3:])
+
+
+def _relay_agent_info(value: bytes) -> tuple[str | None, str | None] | None:
+    """Option 82 (RFC 3046 section 2.0): (circuit_id, remote_id) as hex, or None when malformed.
+
+    A sub-option that repeats keeps its first value; an empty one counts as absent.
+    """
+    end = len(value)
+    if end < 2:
+        return None
+    circuit_id = remote_id = None
+    pos = 0
+    while pos < end:
+        if pos + 2 > end:
+            return None
+        code, start = value[pos], pos + 2
+        pos = start + value[pos + 1]
+        if pos > end:
+            return None
+        if start < pos:
+            if code == 1 and circuit_id is None:
+                circuit_id = value[start:pos].hex()
+            elif code == 2 and remote_id is None:
+                remote_id = value[start:pos].hex()
+    return circuit_id, remote_id
+
+
+def _contiguous_mask(value: bytes) -> str | None:
+    """Option 1: a netmask whose one-bits are contiguous from the top (/0 to /32)."""
+    return _NETMASKS.get(value)
+
+
+def _address(value: bytes) -> str | None:
+    return inet_ntoa(value) if len(value) == 4 else None
+
+
+def _addresses(value: bytes) -> tuple[str, ...]:
+    """A list of addresses (option 3): empty unless the length is a multiple of 4."""
+    if len(value) == 4:  # the usual single router
+        return (inet_ntoa(value),)
+    if len(value) % 4:
+        return ()
+    return tuple([inet_ntoa(value[i : i + 4]) for i in range(0, len(value), 4)])
+
+
+def _walk(
+    buf: bytes, pos: int, end: int, found: dict[int, bytes], repeats: dict[int, list[bytes]]
+) -> bool:
+    """Walk one field (R-IN-6, R-IN-7); False on a framing error.
+
+    `found` gets each code's first value in order of appearance, `repeats` every value of a code
+    seen more than once.
+    """
+    while pos < end:
+        code = buf[pos]
+        if code == _PAD:
+            pos += 1
+            continue
+        if code == _END:
+            return True
+        if pos + 1 >= end:
+            return False
+        start = pos + 2
+        pos = start + buf[pos + 1]
+        if pos > end:
+            return False
+        if code not in found:
+            found[code] = buf[start:pos]
+        elif code in repeats:
+            repeats[code].append(buf[start:pos])
+        else:
+            repeats[code] = [found[code], buf[start:pos]]
+    return True
+
+
+def _walk_all(buf: bytes) -> tuple[dict[int, bytes], bool]:
+    """Walk `options`, then `file` and `sname` as option 52 says (R-IN-6 to R-IN-9).
+
+    Returns every option by code in order of first appearance, the instances of one code joined
+    in the order options, file, sname; and whether a framing error stopped the walk.
+    """
+    found: dict[int, bytes] = {}
+    repeats: dict[int, list[bytes]] = {}
+    intact = _walk(buf, _OPTIONS, len(buf), found, repeats)
+    # Only the options field's 52 counts (R-IN-8): it is read before file and sname are walked.
+    overload = b"".join(repeats[_OVERLOAD]) if _OVERLOAD in repeats else found.get(_OVERLOAD)
+    if overload is not None:
+        if len(overload) != 1 or not 1 <= overload[0] <= 3:
+            raise Dropped("dropped_bad_overload", f"option 52 = {overload.hex() or 'empty'}")
+        if intact and overload[0] & 1:
+            intact = _walk(buf, _FILE, _COOKIE_AT, found, repeats)
+        if intact and overload[0] & 2:
+            intact = _walk(buf, _SNAME, _FILE, found, repeats)
+    for code, parts in repeats.items():
+        found[code] = b"".join(parts)
+    return found, not intact
+
+
+def _message_type(op: int, value: bytes | None, corrupt: bool) -> int | None:
+    """Option 53 (R-IN-11, R-IN-12, R-IN-14); None for BOOTP."""
+    if value is None:
+        if corrupt:
+            raise Dropped("dropped_corrupt_bootp", "no option 53 in a corrupt or truncated packet")
+        return None
+    if len(value) != 1 or value[0] == 0:
+        raise Dropped("dropped_bad_53", f"option 53 = {value.hex() or 'empty'}")
+    msg_type = value[0]
+    if msg_type > INFORM:
+        raise Dropped("ignored_type", f"message type {msg_type}")
+    if msg_type not in _TYPES_FOR_OP[op]:
+        raise Dropped("dropped_op_mismatch", f"op {op} with {TYPE_NAMES[msg_type]}")
+    return msg_type
 
 
 def decode(datagram: Datagram) -> DhcpMessage:
     """Decode one datagram per R-IN; raise Dropped(reason) for anything R-IN says to drop."""
-    raise NotImplementedError
+    buf = datagram.payload
+    if len(buf) < _OPTIONS:
+        raise Dropped("dropped_short", f"{len(buf)} octets")
+    op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr = (
+        _HEADER.unpack_from(buf)
+    )
+    if op != 1 and op != 2:
+        raise Dropped("dropped_bad_op", f"op {op}")
+    if hlen > 16:
+        raise Dropped("dropped_bad_hlen", f"hlen {hlen}")
+    if not buf.startswith(_COOKIE, _COOKIE_AT):
+        raise Dropped("dropped_no_cookie", buf[_COOKIE_AT:_OPTIONS].hex())
+
+    found, framing_error = _walk_all(buf)
+    msg_type = _message_type(op, found.get(53), framing_error or datagram.truncated)
+
+    option = found.get  # an absent option reads as b"", which no check below accepts
+    lease_time = option(51, b"")
+    client_id = option(61, b"")
+    relay_ids = _relay_agent_info(option(82, b""))
+    return DhcpMessage(
+        ts=datagram.ts,
+        src=datagram.src,
+        dst=datagram.dst,
+        sport=datagram.sport,
+        dport=datagram.dport,
+        frame=datagram.frame,
+        op=op,
+        htype=htype,
+        hlen=hlen,
+        hops=hops,
+        xid=xid,
+        secs=secs,
+        flags=flags,
+        ciaddr=inet_ntoa(ciaddr),
+        yiaddr=inet_ntoa(yiaddr),
+        siaddr=inet_ntoa(siaddr),
+        giaddr=inet_ntoa(giaddr),
+        chaddr=buf[_CHADDR : _CHADDR + hlen],
+        msg_type=msg_type,
+        server_id=_address(option(54, b"")),
+        requested_ip=_address(option(50, b"")),
+        lease_time=int.from_bytes(lease_time, "big") if len(lease_time) == 4 else None,
+        subnet_mask=_contiguous_mask(option(1, b"")),
+        routers=_addresses(option(3, b"")),
+        hostname=sanitize_hostname(option(12, b"")),
+        fqdn=_fqdn(option(81, b"")),
+        client_id=client_id.hex() if 2 <= len(client_id) <= 255 else None,
+        rapid_commit=found.get(80) == b"",
+        relay_info=relay_ids is not None,
+        circuit_id=relay_ids[0] if relay_ids is not None else None,
+        remote_id=relay_ids[1] if relay_ids is not None else None,
+        vendor_class=option(60, b"").translate(None, _NOT_PRINTABLE).decode("ascii") or None,
+        param_request_list=tuple(option(55, b"")),
+        option_codes=tuple(found),
+        framing_error=framing_error,
+        capture_truncated=datagram.truncated,
+    )
