@@ -22,6 +22,7 @@ from specharness import (
     REQUEST,
     S1,
     S2,
+    ZERO,
     A,
     X,
     assert_absent,
@@ -149,6 +150,7 @@ def test_case_6(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) ->
         assert_lease(rclient, c.rec("192.0.2.100", A, S1, 0x1005, 1.2, 3600, hostname="alpha",
                                     hostname_src="req12"))
         assert_only(rclient, "192.0.2.100")
+        assert c.counter("ack_not_selected") == 1
     assert c.counter("late_other_server") == 1
 
 
@@ -299,35 +301,41 @@ def test_case_15(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, "192.0.2.150")
 
 
-@pytest.mark.parametrize(
-    "variant", ["main", "track_bootp_off", "source_x", "lease_86400", "yiaddr_zero"])
+@pytest.mark.parametrize("variant", [
+    "main", "track_bootp_off", "source_x", "lease_86400", "yiaddr_zero",
+    "relay_copy_not_allowed", "relay_copy_allowed",
+])
 def test_case_16(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 16: BOOTREQUEST + BOOTREPLY (no 53): an infinite kind=bootp record with server = IP
-    source; absent with track_bootp=false, from X, or with yi=0; finite with 51=86400."""
-    c = Case(redis_url, tmp_path, track_bootp=variant != "track_bootp_off")
-    yi = "0.0.0.0" if variant == "yiaddr_zero" else "192.0.2.130"
+    source; absent with track_bootp=false, from X, or with yi=0; finite with 51=86400; a
+    relay->client copy only counts when the relay is in allowed_servers."""
+    relayed = variant.startswith("relay_copy")
+    allowed = (S1, S2, R1) if variant == "relay_copy_allowed" else (S1, S2)
+    c = Case(redis_url, tmp_path, allowed=allowed, track_bootp=variant != "track_bootp_off")
+    yi = {"yiaddr_zero": "0.0.0.0"}.get(variant, "198.51.100.130" if relayed else "192.0.2.130")
     reply_opts = [o_mask(24)]
     if variant == "lease_86400":
         reply_opts.append(o_lease(86400))
+    source = {"source_x": X}.get(variant, R1 if relayed else S1)
     c.add(0.0, payload(1, 0x1010, A, opts=[o_host("lab-pc")]))
-    c.add(0.1, payload(2, 0x1010, A, opts=reply_opts, yi=yi, si=S1),
-          src=X if variant == "source_x" else S1)
+    c.add(0.1, payload(2, 0x1010, A, opts=reply_opts, yi=yi, si=S1, gi=R1 if relayed else ZERO),
+          src=source)
     c.feed()
-    if variant == "main":
+    if variant in ("main", "relay_copy_allowed"):
         expected = {
-            "ip": "192.0.2.130", "mac": "02:00:00:00:00:0a", "htype": "1", "hostname": "lab-pc",
+            "ip": yi, "mac": "02:00:00:00:00:0a", "htype": "1", "hostname": "lab-pc",
             "hostname_src": "req12", "expires": "infinite", "lease_time": str(INFINITE),
-            "server": "192.0.2.1", "giaddr": "0.0.0.0", "xid": "00001010",
+            "server": source, "giaddr": R1 if relayed else "0.0.0.0", "xid": "00001010",
             "updated": str(c.t0), "kind": "bootp",
         }
         assert_lease(rclient, expected)
-        assert rclient.ttl("192.0.2.130") == -1
-        assert_only(rclient, "192.0.2.130")
+        assert rclient.ttl(yi) == -1
+        assert_only(rclient, yi)
     elif variant == "lease_86400":
-        expected = c.rec("192.0.2.130", A, S1, 0x1010, 0.1, 86400, hostname="lab-pc",
+        expected = c.rec(yi, A, S1, 0x1010, 0.1, 86400, hostname="lab-pc",
                          hostname_src="req12", kind="bootp")
         assert expected["expires"] == str(c.t0 + 86400)
         assert_lease(rclient, expected)
-        assert_only(rclient, "192.0.2.130")
+        assert_only(rclient, yi)
     else:
         assert_only(rclient)
