@@ -4,16 +4,39 @@
 It never touches Redis, tshark or a clock: `msg.ts` is the capture time that every protocol rule
 uses, and `now` is the wall-clock time the adapter read, used only for G9 (already expired) under
 the capture clock.
+
+The tracker keeps its own view of the current records (ip -> Lease), updated as it emits commands,
+so the next packet sees their effect. A record whose `expires` <= the packet's capture second is
+treated as absent (R-EX) and dropped from the view; Redis expires it by itself.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+import heapq
+import math
+import socket
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TypeVar
 
-from sniffer.dhcp import DhcpMessage
-from sniffer.lease import Lease
+from sniffer.dhcp import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, DhcpMessage
+from sniffer.lease import INFINITE, Lease
+
+ZERO = "0.0.0.0"
+BOOTREQUEST = 0  # the kind of a client message without option 53, beside the DHCP types 1-8
+SWEEP_EVERY = 1.0  # seconds of capture time between sweeps of expired transactions
+# Where a transaction keeps the newest capture time of each kind of client message it merged
+# (slots, not a dict per entry: R-TX-6 bounds the table's memory).
+SEEN_SLOT = {DISCOVER: "seen_discover", REQUEST: "seen_request", INFORM: "seen_inform",
+             BOOTREQUEST: "seen_bootrequest"}
+
+GroupKey = tuple[int, int, bytes]  # (xid, htype, chaddr): the candidates of R-TX-3
+CapKey = tuple[int, bytes | str | None]  # whose transactions count towards txn_max_per_hw
+Identity = tuple[str | None, tuple[int, str] | None]  # (client_id, (htype, mac) or None)
+DupKey = tuple[int | None, int, int, bytes, str, int | None]
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +60,9 @@ class TrackerConfig:
 class Grant:
     """Write `lease` at lease.ip, replacing whatever is there (R-RD-2).
 
-    `event` is "granted" (no previous record, or a previous one of the same client at another
-    xid from DORA), "renewed" (same client, same ip) or "reassigned" (another client's record
-    was replaced; `previous` is that record).
+    `event` is "granted" (the tracker held no current record at that address), "renewed" (it held
+    one of the same client, R-ID-3) or "reassigned" (it held another client's record). `previous`
+    is the record replaced (renewed, reassigned), None for granted.
     """
 
     lease: Lease
@@ -68,18 +91,529 @@ class Rejected:
 Command = Grant | Revoke | Rejected
 
 
+class _Txn:
+    """One transaction (R-TX-2): only sanitised, bounded values, never the packet itself."""
+
+    __slots__ = ("cap_key", "client_id", "decided", "fqdn", "fresh", "giaddr", "group_key",
+                 "hostname", "last", "latest_kind", "latest_ts", "relay", "requested_ip",
+                 "saw_request", "seen_bootrequest", "seen_discover", "seen_inform",
+                 "seen_request", "selected")
+
+    def __init__(self, group_key: GroupKey, cap_key: CapKey, client_id: str | None,
+                 ts: float) -> None:
+        self.group_key = group_key
+        self.cap_key = cap_key
+        self.client_id = client_id
+        self.last = ts  # last activity, capture time (R-TX-5)
+        self.fresh = True  # in the first eviction class: undecided, never saw a REQUEST (R-TX-6)
+        self.saw_request = False  # ever saw a REQUEST, INFORM or BOOTREQUEST
+        self.decided: str | None = None  # server(P) of the ACK or NAK applied (R-TX-4)
+        self.seen_discover = self.seen_request = self.seen_inform = -math.inf
+        self.seen_bootrequest = -math.inf
+        self.latest_kind: int | None = None
+        self.latest_ts = -math.inf
+        self.requested_ip: str | None = None  # of the latest client message (R-CL-2)
+        self.selected: str | None = None  # option 54 of a SELECTING REQUEST; for a counter only
+        self.fqdn: str | None = None  # newest usable 81 of this generation
+        self.hostname: str | None = None  # newest usable 12 of this generation
+        self.giaddr: str | None = None  # from relayed client copies
+        self.relay: tuple[str | None, str | None] | None = None  # their option 82
+
+    def merge(self, msg: DhcpMessage, kind: int, window: float) -> None:
+        """Add one client message; start a new generation when it follows a decision (R-TX-4)."""
+        ts = msg.ts
+        slot = SEEN_SLOT[kind]
+        seen: float = getattr(self, slot)
+        if self.decided is not None and not abs(ts - seen) < window:
+            self.decided = self.selected = self.fqdn = self.hostname = None
+        if ts > seen:
+            setattr(self, slot, ts)
+        if ts >= self.latest_ts:
+            self.latest_kind, self.latest_ts = kind, ts
+            self.requested_ip = msg.requested_ip or (msg.ciaddr if msg.ciaddr != ZERO else None)
+            if kind == REQUEST:
+                self.selected = msg.server_id
+            self.fqdn = msg.fqdn or self.fqdn
+            self.hostname = msg.hostname or self.hostname
+        else:  # an older copy arriving late fills gaps only: candidates are kept newest first
+            self.fqdn = self.fqdn or msg.fqdn
+            self.hostname = self.hostname or msg.hostname
+        if kind != DISCOVER:
+            self.saw_request = True
+        if msg.giaddr != ZERO:
+            self.giaddr = msg.giaddr
+            if msg.relay_info:
+                self.relay = (msg.circuit_id, msg.remote_id)
+
+
+def _eviction_choice(txns: Iterable[_Txn]) -> _Txn:
+    """R-TX-6 order within a small set: the oldest fresh entry, else the oldest entry."""
+    return min(txns, key=lambda txn: (not txn.fresh, txn.last))
+
+
+def _valid_lease_address(ip: str) -> bool:
+    """R-IN-15: not in 0/8, 127/8, 224/4 or 240/4 (which includes 255.255.255.255)."""
+    first = int(ip.split(".", 1)[0])
+    return first not in (0, 127) and first < 224
+
+
+def _ip_int(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), "big")
+
+
+def _same_client(a: Identity, b: Identity) -> bool:
+    """R-ID-3: client identifiers if both have one, else typed hardware addresses if both have
+    one, else never the same."""
+    if a[0] is not None and b[0] is not None:
+        return a[0] == b[0]
+    return a[1] is not None and a[1] == b[1]
+
+
+def _lease_identity(lease: Lease) -> Identity:
+    return (lease.client_id, (lease.htype, lease.mac) if lease.mac is not None else None)
+
+
+def _msg_identity(msg: DhcpMessage, client_id: str | None) -> Identity:
+    mac = msg.mac
+    return (client_id, (msg.htype, mac) if mac is not None else None)
+
+
 @dataclass
 class Tracker:
     config: TrackerConfig = field(default_factory=TrackerConfig)
     counters: Counter[str] = field(default_factory=Counter)
+    # Transactions: by (xid, htype, chaddr), each group holding one entry per client_id (R-TX-1).
+    _groups: dict[GroupKey, list[_Txn]] = field(default_factory=dict, init=False, repr=False)
+    _per_hw: dict[CapKey, list[_Txn]] = field(default_factory=dict, init=False, repr=False)
+    # Both eviction classes of R-TX-6, each ordered by last activity (oldest first).
+    _fresh: OrderedDict[_Txn, None] = field(default_factory=OrderedDict, init=False, repr=False)
+    _settled: OrderedDict[_Txn, None] = field(default_factory=OrderedDict, init=False,
+                                              repr=False)
+    _replies: OrderedDict[DupKey, float] = field(default_factory=OrderedDict, init=False,
+                                                 repr=False)
+    _swept_at: float = field(default=-math.inf, init=False, repr=False)
+    # The records: by ip, with indexes by identity (G14) and a lazy expiry heap (R-EX).
+    _leases: dict[str, Lease] = field(default_factory=dict, init=False, repr=False)
+    _by_client_id: dict[str, set[str]] = field(default_factory=dict, init=False, repr=False)
+    _by_hw: dict[tuple[int, str], set[str]] = field(default_factory=dict, init=False,
+                                                    repr=False)
+    _expiry: list[tuple[int, str]] = field(default_factory=list, init=False, repr=False)
+
+    # ---- public ------------------------------------------------------------------------------
 
     def restore(self, leases: Iterable[Lease]) -> None:
         """Load records found in Redis at start-up (R-RD-6)."""
-        raise NotImplementedError
+        for lease in leases:
+            self._put(lease)
 
     def handle(self, msg: DhcpMessage, now: float) -> list[Command]:
-        raise NotImplementedError
+        """The commands one message causes, in the order the store must apply them."""
+        ts = msg.ts
+        if abs(ts - self._swept_at) >= SWEEP_EVERY:
+            self._sweep(ts)
+        kind = msg.msg_type
+        if msg.op == 1:
+            if kind in (DISCOVER, REQUEST, INFORM):
+                self._client(msg, kind)
+            elif kind is None:
+                if self.config.track_bootp:
+                    self._client(msg, BOOTREQUEST)
+                else:
+                    self.counters["ignored_bootp"] += 1
+            elif kind == RELEASE:
+                return self._release(msg)
+            elif kind == DECLINE:
+                return self._decline(msg)
+            return []
+        if kind == ACK:
+            return self._grant(msg, now)
+        if kind is None:
+            if self.config.track_bootp:
+                return self._grant(msg, now)
+            self.counters["ignored_bootp"] += 1
+        elif kind == NAK:
+            return self._nak(msg)
+        elif kind == OFFER and not self._allowed(msg, msg.server_id or msg.src):
+            return self._reject("rogue_reply", msg)
+        return []
 
     @property
     def pending_transactions(self) -> int:
-        raise NotImplementedError
+        return len(self._fresh) + len(self._settled)
+
+    @property
+    def leases(self) -> Mapping[str, Lease]:
+        """The records as the tracker believes them (read-only; may still hold records that have
+        expired since the last packet)."""
+        return MappingProxyType(self._leases)
+
+    # ---- client messages ---------------------------------------------------------------------
+
+    def _client(self, msg: DhcpMessage, kind: int) -> None:
+        """R-TX-2: open or update the transaction of a DISCOVER, REQUEST, INFORM or BOOTREQUEST."""
+        group_key = (msg.xid, msg.htype, msg.chaddr)
+        client_id = msg.client_id
+        txn = None
+        group = self._live_group(group_key, msg.ts)
+        if group is not None:
+            for candidate in group:
+                if candidate.client_id == client_id:
+                    txn = candidate
+                    break
+        if txn is None:
+            txn = self._open(group_key, client_id, msg.ts)
+        txn.merge(msg, kind, self.config.dup_window)
+        self._touch(txn, msg.ts)
+
+    def _release(self, msg: DhcpMessage) -> list[Command]:
+        """R-RL: ciaddr, else option 50."""
+        ip = msg.ciaddr if msg.ciaddr != ZERO else msg.requested_ip
+        return self._end_by_client(msg, ip, "released", "release_deleted")
+
+    def _decline(self, msg: DhcpMessage) -> list[Command]:
+        """R-DC: option 50, else ciaddr."""
+        ip = msg.requested_ip or (msg.ciaddr if msg.ciaddr != ZERO else None)
+        return self._end_by_client(msg, ip, "declined", "decline_deleted")
+
+    def _end_by_client(self, msg: DhcpMessage, ip: str | None, reason: str,
+                       counter: str) -> list[Command]:
+        allowed = self.config.allowed_servers
+        if msg.framing_error or ip is None:  # R-IN-13: no deletion based on a corrupt message
+            return []
+        if allowed and msg.server_id is not None and msg.server_id not in allowed:
+            return []
+        record = self._current(ip, math.floor(msg.ts))
+        if record is None or not _same_client(_lease_identity(record),
+                                              _msg_identity(msg, msg.client_id)):
+            return []
+        self._remove(ip)
+        self.counters[counter] += 1
+        return [Revoke(record, reason, msg.ts)]
+
+    # ---- replies -----------------------------------------------------------------------------
+
+    def _grant(self, msg: DhcpMessage, now: float) -> list[Command]:
+        """R-GR: an ACK or a BOOTREPLY, steps G1-G15 in order."""
+        server = msg.server_id or msg.src
+        if not self._allowed(msg, server):  # G1
+            return self._reject("rogue_reply", msg)
+        if self._duplicate(msg):  # G2
+            return []
+        txn = self._correlate(msg)  # G3
+        if txn is not None and txn.latest_kind == INFORM:  # G4
+            return self._reject("ack_to_inform", msg)
+        if not _valid_lease_address(msg.yiaddr):  # G5
+            return self._reject("bad_yiaddr", msg)
+        lease_time = msg.lease_time  # G6
+        if lease_time is None:
+            if msg.msg_type == ACK:
+                return self._reject("no_lease_time", msg)
+            lease_time = INFINITE
+        elif lease_time == 0:
+            return self._reject("zero_lease", msg)
+        if txn is not None and txn.decided is not None and txn.decided != server:  # G7
+            return self._reject("late_other_server", msg)
+        second = math.floor(msg.ts)
+        record = self._current(msg.yiaddr, second)
+        if record is not None and record.updated > second:  # G8
+            return self._reject("stale", msg)
+        if (self.config.capture_clock and lease_time != INFINITE
+                and second + lease_time <= now):  # G9
+            return self._reject("already_expired", msg)
+        lease = self._new_lease(msg, txn, record, server, lease_time, second)  # G10-G12
+        commands: list[Command] = [self._write(lease, record)]  # G13
+        if self.config.supersede_same_subnet:  # G14
+            commands.extend(self._supersede(lease, msg))
+        self._decide(txn, msg, server)  # G15
+        if txn is not None and txn.selected is not None and txn.selected != server:
+            self.counters["ack_not_selected"] += 1
+        return commands
+
+    def _new_lease(self, msg: DhcpMessage, txn: _Txn | None, record: Lease | None, server: str,
+                   lease_time: int, second: int) -> Lease:
+        mac = msg.mac
+        client_id = msg.client_id  # G10, R-ID-4
+        if client_id is None and txn is not None:
+            client_id = txn.client_id
+        if (client_id is None and record is not None and mac is not None
+                and record.mac == mac and record.htype == msg.htype):
+            client_id = record.client_id
+        same = record is not None and _same_client(_lease_identity(record),
+                                                   _msg_identity(msg, client_id))
+        prev = record if same else None
+        hostname, source = self._hostname(msg, txn, prev)  # G11
+        relayed = msg.giaddr != ZERO  # G12
+        if relayed:
+            giaddr = msg.giaddr
+        elif txn is not None and txn.giaddr is not None:
+            giaddr = txn.giaddr
+        else:
+            giaddr = prev.giaddr if prev is not None else ZERO
+        if relayed and msg.relay_info:
+            circuit_id, remote_id = msg.circuit_id, msg.remote_id
+        elif txn is not None and txn.relay is not None:
+            circuit_id, remote_id = txn.relay
+        elif prev is not None:
+            circuit_id, remote_id = prev.circuit_id, prev.remote_id
+        else:
+            circuit_id = remote_id = None
+        return Lease(
+            ip=msg.yiaddr, mac=mac, htype=msg.htype, client_id=client_id,
+            hostname=hostname, hostname_src=source,
+            expires=None if lease_time == INFINITE else second + lease_time,
+            lease_time=lease_time, server=server, giaddr=giaddr,
+            circuit_id=circuit_id, remote_id=remote_id, xid=msg.xid, updated=second,
+            kind="bootp" if msg.msg_type is None else "dhcp",
+        )
+
+    @staticmethod
+    def _hostname(msg: DhcpMessage, txn: _Txn | None,
+                  prev: Lease | None) -> tuple[str | None, str | None]:
+        """R-HN-1 precedence: ack81, ack12, req81, req12, prev."""
+        if msg.fqdn:
+            return msg.fqdn, "ack81"
+        if msg.hostname:
+            return msg.hostname, "ack12"
+        if txn is not None and txn.fqdn:
+            return txn.fqdn, "req81"
+        if txn is not None and txn.hostname:
+            return txn.hostname, "req12"
+        if prev is not None and prev.hostname:
+            return prev.hostname, "prev"
+        return None, None
+
+    def _write(self, lease: Lease, record: Lease | None) -> Grant:
+        """G13: replace the record at the address; tell whose it was."""
+        if record is None:
+            event = "granted"
+        elif _same_client(_lease_identity(record), _lease_identity(lease)):
+            event = "renewed"
+        else:
+            event = "reassigned"
+        self.counters[event] += 1
+        self._put(lease)
+        return Grant(lease, event, record)
+
+    def _supersede(self, lease: Lease, msg: DhcpMessage) -> list[Command]:
+        """G14: delete the client's other records on the same subnet, oldest grant first."""
+        prefix = self.config.default_prefix_len
+        mask = (_ip_int(msg.subnet_mask) if msg.subnet_mask is not None
+                else (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF)
+        subnet = _ip_int(lease.ip) & mask
+        identity = _lease_identity(lease)
+        candidates: set[str] = set()
+        if identity[0] is not None:
+            candidates |= self._by_client_id.get(identity[0], set())
+        if identity[1] is not None:
+            candidates |= self._by_hw.get(identity[1], set())
+        candidates.discard(lease.ip)
+        commands: list[Command] = []
+        for ip in sorted(candidates, key=_ip_int):
+            other = self._current(ip, lease.updated)
+            if (other is not None and other.updated <= lease.updated
+                    and _ip_int(ip) & mask == subnet
+                    and _same_client(_lease_identity(other), identity)):
+                self._remove(ip)
+                self.counters["superseded"] += 1
+                commands.append(Revoke(other, "superseded", msg.ts))
+        return commands
+
+    def _nak(self, msg: DhcpMessage) -> list[Command]:
+        """R-NK steps 1-7."""
+        server = msg.server_id or msg.src
+        if not self._allowed(msg, server):
+            return self._reject("rogue_nak", msg)
+        if self._duplicate(msg):
+            return []
+        txn = self._correlate(msg)
+        if txn is None:
+            self.counters["nak_uncorrelated"] += 1
+            self._decide(txn, msg, server)
+            return []
+        if txn.decided is not None:
+            if txn.decided == server:
+                return []
+            return self._reject("late_other_server", msg)
+        commands: list[Command] = []
+        ip = txn.requested_ip
+        if txn.latest_kind == REQUEST and ip is not None:
+            record = self._current(ip, math.floor(msg.ts))
+            identity = _msg_identity(msg, msg.client_id or txn.client_id)
+            if record is not None and _same_client(_lease_identity(record), identity):
+                self._remove(ip)
+                self.counters["nak_deleted"] += 1
+                commands.append(Revoke(record, "nak", msg.ts))
+        self._decide(txn, msg, server)
+        return commands
+
+    def _allowed(self, msg: DhcpMessage, server: str) -> bool:
+        """R-SV-2 and R-SV-3 for a server reply."""
+        config = self.config
+        if config.allowed_servers and server not in config.allowed_servers:
+            return False
+        if config.strict_source and msg.src not in config.allowed_servers:
+            return msg.src in config.trusted_relays and msg.giaddr == msg.src
+        return True
+
+    def _duplicate(self, msg: DhcpMessage) -> bool:
+        """R-TX-7, for a reply that passed G1: remembers it, and tells whether a copy came first."""
+        key = (msg.msg_type, msg.xid, msg.htype, msg.chaddr, msg.yiaddr, msg.lease_time)
+        replies = self._replies
+        earlier = replies.get(key)
+        if earlier is not None and abs(msg.ts - earlier) < self.config.dup_window:
+            self.counters["duplicates"] += 1
+            return True
+        replies[key] = msg.ts
+        replies.move_to_end(key)
+        if len(replies) > self.config.txn_max:
+            replies.popitem(last=False)
+        return False
+
+    def _correlate(self, msg: DhcpMessage) -> _Txn | None:
+        """R-TX-3: the transaction a reply answers, or None when it is uncorrelated."""
+        group = self._live_group((msg.xid, msg.htype, msg.chaddr), msg.ts)
+        if group is None:
+            return None
+        match = None
+        if msg.client_id is not None:
+            for candidate in group:
+                if candidate.client_id == msg.client_id:
+                    match = candidate
+                    break
+        elif len(group) == 1:
+            match = group[0]
+        if match is not None:
+            self._touch(match, msg.ts)
+        return match
+
+    def _decide(self, txn: _Txn | None, msg: DhcpMessage, server: str) -> None:
+        """G15 / R-NK step 7; an uncorrelated reply gets an empty transaction to hold it."""
+        if txn is None:
+            group_key = (msg.xid, msg.htype, msg.chaddr)
+            group = self._live_group(group_key, msg.ts) or []
+            txn = next((t for t in group if t.client_id == msg.client_id), None)
+            if txn is None:
+                txn = self._open(group_key, msg.client_id, msg.ts)
+        txn.decided = server
+        self._touch(txn, msg.ts)
+
+    def _reject(self, reason: str, msg: DhcpMessage) -> list[Command]:
+        self.counters[reason] += 1
+        return [Rejected(reason, msg)]
+
+    # ---- the transaction table ---------------------------------------------------------------
+
+    def _live_group(self, group_key: GroupKey, ts: float) -> list[_Txn] | None:
+        """The live transactions of (xid, hw), after dropping any that outlived txn_ttl."""
+        group = self._groups.get(group_key)
+        if group is None:
+            return None
+        horizon = ts - self.config.txn_ttl
+        for txn in [txn for txn in group if txn.last <= horizon]:
+            self._drop(txn)
+        return self._groups.get(group_key)
+
+    def _open(self, group_key: GroupKey, client_id: str | None, ts: float) -> _Txn:
+        """A new transaction, after making room for it (R-TX-6)."""
+        chaddr = group_key[2]
+        cap_key: CapKey = (group_key[1], chaddr if chaddr else client_id)
+        peers = self._per_hw.get(cap_key)
+        if peers is not None and len(peers) >= self.config.txn_max_per_hw:
+            self._evict(_eviction_choice(peers))
+        if len(self._fresh) + len(self._settled) >= self.config.txn_max:
+            queue = self._fresh or self._settled
+            self._evict(next(iter(queue)))
+        txn = _Txn(group_key, cap_key, client_id, ts)
+        self._per_hw.setdefault(cap_key, []).append(txn)
+        self._groups.setdefault(group_key, []).append(txn)
+        self._fresh[txn] = None
+        return txn
+
+    def _touch(self, txn: _Txn, ts: float) -> None:
+        """Record activity, and move the entry to the end of its eviction class."""
+        if ts > txn.last:
+            txn.last = ts
+        fresh = txn.decided is None and not txn.saw_request
+        if fresh == txn.fresh:
+            (self._fresh if fresh else self._settled).move_to_end(txn)
+        else:
+            del (self._settled if fresh else self._fresh)[txn]
+            (self._fresh if fresh else self._settled)[txn] = None
+            txn.fresh = fresh
+
+    def _evict(self, txn: _Txn) -> None:
+        self.counters["txn_evicted"] += 1
+        self._drop(txn)
+
+    def _drop(self, txn: _Txn) -> None:
+        del (self._fresh if txn.fresh else self._settled)[txn]
+        group = self._groups[txn.group_key]
+        group.remove(txn)
+        if not group:
+            del self._groups[txn.group_key]
+        peers = self._per_hw[txn.cap_key]
+        peers.remove(txn)
+        if not peers:
+            del self._per_hw[txn.cap_key]
+
+    def _sweep(self, ts: float) -> None:
+        """Forget what outlived its time, oldest first: amortised O(1) per packet (R-TX-5,
+        R-TX-7, R-EX). Lookups check ages themselves, so this only bounds memory."""
+        self._swept_at = ts
+        horizon = ts - self.config.txn_ttl
+        for queue in (self._fresh, self._settled):
+            while queue:
+                txn = next(iter(queue))
+                if txn.last > horizon:
+                    break
+                self._drop(txn)
+        replies, window = self._replies, self.config.dup_window
+        while replies:
+            key, seen = next(iter(replies.items()))
+            if seen > ts - window:
+                break
+            del replies[key]
+        second = math.floor(ts)
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= second:
+            self._current(heapq.heappop(expiry)[1], second)
+
+    # ---- the records -------------------------------------------------------------------------
+
+    def _current(self, ip: str, second: int) -> Lease | None:
+        """The record at `ip`, or None; a record that expired by `second` is dropped (R-EX)."""
+        record = self._leases.get(ip)
+        if record is not None and record.expires is not None and record.expires <= second:
+            self._remove(ip)
+            return None
+        return record
+
+    def _put(self, lease: Lease) -> None:
+        ip = lease.ip
+        if ip in self._leases:
+            self._remove(ip)
+        self._leases[ip] = lease
+        if lease.client_id is not None:
+            self._by_client_id.setdefault(lease.client_id, set()).add(ip)
+        if lease.mac is not None:
+            self._by_hw.setdefault((lease.htype, lease.mac), set()).add(ip)
+        if lease.expires is not None:
+            heapq.heappush(self._expiry, (lease.expires, ip))
+            if len(self._expiry) > 2 * len(self._leases) + 1024:  # renewals left stale entries
+                self._expiry = [(r.expires, r.ip) for r in self._leases.values()
+                                if r.expires is not None]
+                heapq.heapify(self._expiry)
+
+    def _remove(self, ip: str) -> None:
+        lease = self._leases.pop(ip)
+        if lease.client_id is not None:
+            _discard(self._by_client_id, lease.client_id, ip)
+        if lease.mac is not None:
+            _discard(self._by_hw, (lease.htype, lease.mac), ip)
+
+
+def _discard(index: dict[K, set[str]], key: K, ip: str) -> None:
+    ips = index[key]
+    ips.discard(ip)
+    if not ips:
+        del index[key]
