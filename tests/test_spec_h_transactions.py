@@ -107,17 +107,24 @@ def test_case_70(redis_url: str, rclient: redis.Redis, tmp_path: Path, retransmi
 
 def random_discovers(cap: Capture, rng: random.Random, count: int, start: float,
                      span: float) -> None:
-    """`count` DISCOVERs with random chaddr and xid, spread over `span` seconds (Yersinia)."""
+    """`count` DISCOVERs with random chaddr and xid, spread over `span` seconds (Yersinia);
+    S1 answers every tenth with an OFFER while its pool lasts."""
     for i in range(count):
         chaddr = bytes([0x06]) + rng.randbytes(5)  # locally administered, never A
-        cap.add(start + span * i / count, client_msg(DISCOVER, rng.getrandbits(32), chaddr))
+        xid = rng.getrandbits(32)
+        delta = start + span * i / count
+        cap.add(delta, client_msg(DISCOVER, xid, chaddr))
+        if i % 10 == 0:
+            offered = f"10.71.{i // 2500}.{i // 10 % 250 + 1}"
+            cap.add(delta, server_msg(OFFER, xid, chaddr, o_lease(3600), yi=offered), src=S1)
 
 
 TXN_MAX = 4096
 
 
 def case_71_flood(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
-    """A DISCOVER flood (scaled: 20 000 + 5 000, txn_max 4096) cannot evict A's REQUEST."""
+    """A DISCOVER flood (scaled: 20 000 + 5 000, txn_max 4096) cannot evict A's REQUEST;
+    neither DISCOVERs nor OFFERs write anything."""
     s = Session(redis_url, tmp_path, txn_max=TXN_MAX)
     rng = random.Random(71)
     cap = Capture()
