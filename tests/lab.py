@@ -119,6 +119,12 @@ def lease_cmds_hook(kea: str) -> Path:
     raise LabError("libdhcp_lease_cmds.so not found (on Debian it is in kea-common)")
 
 
+def conf_string(value: str) -> str:
+    """A dhclient.conf string literal for any UTF-8 text: octal escapes for all but plain ASCII."""
+    plain = {*range(0x20, 0x7F)} - {ord('"'), ord("\\")}
+    return '"' + "".join(chr(b) if b in plain else f"\\{b:03o}" for b in value.encode()) + '"'
+
+
 class Namespace:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -190,7 +196,7 @@ class Client:
     def obtain(self, timeout: int = 30) -> str:
         """DORA; dhclient then stays in the background and renews by itself. Returns the IP."""
         (self.dir / "conf").write_text(
-            f"send host-name {json.dumps(self.hostname)};\n"
+            f"send host-name {conf_string(self.hostname)};\n"
             "request subnet-mask, broadcast-address, routers;\n"
             f"timeout {timeout};\ninitial-interval 1;\n"
         )
@@ -259,7 +265,7 @@ class Lab:
         self.timers = {"valid-lifetime": valid_lifetime, "renew-timer": renew_timer,
                        "rebind-timer": rebind_timer}
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
-        self.namespaces: list[Namespace] = []
+        self.namespaces: dict[str, Namespace] = {}  # by role: "sw", "srv", "relay", "cli1"...
         self.daemons: list[Daemon] = []
         self.clients: list[Client] = []
         self.ports = 0
@@ -283,7 +289,7 @@ class Lab:
         """Kill every process in the lab's namespaces, delete them, remove the temp dir."""
         for daemon in self.daemons:
             daemon.stop()
-        for ns in self.namespaces:
+        for ns in self.namespaces.values():
             # Also catches daemonized dhclients, which are not our children.
             pids = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True,
                                   text=True, check=False).stdout.split()
@@ -296,14 +302,14 @@ class Lab:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def namespace_names(self) -> list[str]:
-        return [ns.name for ns in self.namespaces]
+        return [ns.name for ns in self.namespaces.values()]
 
     # -- building --------------------------------------------------------------------------
 
     def _namespace(self, role: str) -> Namespace:
         ns = Namespace(f"{self.tag}-{role}")
         run(["ip", "netns", "add", ns.name])
-        self.namespaces.append(ns)
+        self.namespaces[role] = ns
         ns.ip("link", "set", "lo", "up")
         return ns
 
@@ -416,8 +422,10 @@ class Lab:
         return leases
 
     def capture(self, where: str, interfaces: Sequence[str], path: Path) -> Capture:
-        """Start dumpcap in namespace role `where` ("srv", "relay", "local", "cliN")."""
-        ns = next(ns for ns in self.namespaces if ns.name == f"{self.tag}-{where}")
+        """Start dumpcap in the namespace of role `where` ("srv", "relay", "local", "cliN")."""
+        if where not in self.namespaces:
+            raise LabError(f"no namespace {where!r}; the lab has {', '.join(self.namespaces)}")
+        ns = self.namespaces[where]
         log = self.workdir / f"dumpcap-{path.name}.log"
         capture = Capture(ns, interfaces, path, log)
         self.daemons.append(capture.daemon)

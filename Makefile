@@ -1,0 +1,107 @@
+# dhcp-hive-mind: build, test and demo entry points (GNU make, Debian/Ubuntu).
+# Runs as root, or with sudo for the apt and namespace steps.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+SBIN_PATH := $(PATH):/usr/sbin:/sbin
+
+# command:package pairs; a package is installed only when its command is missing.
+DEMO_NEEDS := tshark:tshark
+TEST_NEEDS := $(DEMO_NEEDS) redis-server:redis-server kea-dhcp4:kea-dhcp4-server \
+	perfdhcp:kea-admin dhcrelay:isc-dhcp-relay dhclient:isc-dhcp-client ip:iproute2 tmux:tmux
+
+have = $(shell PATH="$(SBIN_PATH)" command -v $(1) 2>/dev/null)
+missing = $(strip $(foreach pair,$(1),$(if $(call have,$(firstword $(subst :, ,$(pair)))),,$(lastword $(subst :, ,$(pair))))) \
+	$(if $(wildcard $(VENV)/bin/python)$(shell python3 -c 'import ensurepip, venv' 2>/dev/null && echo ok),,python3-venv))
+
+# Installs its arguments non-interactively, without starting their services (policy-rc.d
+# answers "no" to invoke-rc.d and deb-systemd-invoke), then disables the services of the
+# packages installed here (systemd also stops its unit). Nothing is killed by name: that, like
+# kea's init script "stop", would hit other kea-dhcp4 or redis-server processes on the machine.
+define APT_INSTALL
+export DEBIAN_FRONTEND=noninteractive
+echo "apt: installing $$*"
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+made_policy=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  made_policy=1
+fi
+trap '[ -z "$$made_policy" ] || rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "$$@" </dev/null
+for pkg in "$$@"; do
+  case "$$pkg" in
+    redis-server|kea-dhcp4-server|isc-dhcp-relay)
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now "$$pkg" || true
+      elif [ -x "/etc/init.d/$$pkg" ]; then
+        update-rc.d "$$pkg" disable >/dev/null 2>&1 || true
+      fi ;;
+  esac
+done
+endef
+export APT_INSTALL
+
+# $(call apt_install,NEEDS): install what is missing, or nothing (and no apt-get update).
+apt_install = $(if $(call missing,$(1)),$(SUDO) bash -euo pipefail -c "$$APT_INSTALL" apt-install $(call missing,$(1)),@echo "apt: nothing to install")
+
+.PHONY: help demo test lint pcaps clean deps-demo deps-test
+
+help:
+	@echo "make demo    install tshark and the project in $(VENV), replay pcaps/, list the leases"
+	@echo "make test    install the test tools, then ruff, mypy and pytest"
+	@echo "make lint    ruff and mypy"
+	@echo "make pcaps   re-record pcaps/ in the network-namespace lab (root)"
+	@echo "make clean   remove $(VENV) and caches"
+
+deps-demo:
+	$(call apt_install,$(DEMO_NEEDS))
+
+deps-test:
+	$(call apt_install,$(TEST_NEEDS))
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+# Stamps keyed on pyproject.toml: a second run installs nothing unless dependencies changed.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: deps-demo $(VENV)/.installed
+	$(VENV)/bin/dhcp-hive-mind replay pcaps/*.pcap pcaps/*.pcapng
+	$(VENV)/bin/dhcp-hive-mind leases
+
+lint: $(VENV)/.installed-test
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+# Every step runs even after a failure, so one CI log shows them all. pytest's exit code 5
+# (no tests collected) is a failure too.
+test: deps-test $(VENV)/.installed-test
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	$(VENV)/bin/pytest -p no:cacheprovider || { \
+		[ $$? -ne 5 ] || echo "pytest collected no tests" >&2; status=1; }; \
+	exit $$status
+
+pcaps: deps-test
+	$(SUDO) python3 pcaps/record.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+	find . \( -name .git -o -name .venv \) -prune -o -name __pycache__ -type d -prune \
+		-exec rm -rf {} +
