@@ -181,7 +181,7 @@ class Capture:
     def add(self, delta: float, data: bytes, src: str = ZERO, dst: str = BCAST,
             sport: int | None = None, dport: int | None = None) -> Capture:
         """Ports default to 68->67 for op=1 and 67->68 for op=2 (2131 section 4.1)."""
-        client = data[0] == 1
+        client = data[:1] == b"\x01"
         self.packets.append(Packet(
             delta, data, src, dst,
             sport if sport is not None else (68 if client else 67),
