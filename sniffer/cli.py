@@ -23,7 +23,7 @@ from sniffer.capture import CaptureError, FileCapture
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
 from sniffer.lease import Lease
 from sniffer.pipeline import Pipeline
-from sniffer.store import Keys, LeaseStore, StoreError, open_redis
+from sniffer.store import Keys, LeaseStore, StoreError, close_redis, open_redis
 from sniffer.tracker import Tracker, TrackerConfig
 from sniffer.view import duration, lease_table, safe
 
@@ -148,7 +148,7 @@ def _store(redis_url: str | None, key_prefix: str, namespace: str,
     try:
         yield LeaseStore(client, Keys(key_prefix, namespace), capture_clock=capture_clock)
     finally:
-        client.close()
+        close_redis(client)
 
 
 @app.callback()
