@@ -136,9 +136,21 @@ def write_fast(cap: Capture, path: Path) -> Path:
                              for p in cap.packets for f in [eth_frame(p)]))
 
 
-def feed_path(session: Session, path: Path) -> None:
+def feed_all(session: Session, cap: Capture) -> None:
+    """Session.feed, checking that every packet reached the pipeline: a case whose expectation
+    is "nothing written" must not pass because its packets were never read."""
+    before = session.pipeline.stats["packets"]
+    session.feed(cap)
+    assert session.pipeline.stats["packets"] - before == len(cap.packets)
+
+
+def feed_path(session: Session, path: Path, packets: int | None = None) -> None:
+    """Feed a pcap written by hand; `packets`: how many datagrams must reach the pipeline."""
+    before = session.pipeline.stats["packets"]
     session.pipeline.process(read_file(path, engine=session.engine))
     session.pipeline.flush()
+    if packets is not None:
+        assert session.pipeline.stats["packets"] - before == packets
 
 
 def feed_watching(session: Session, path: Path) -> int:

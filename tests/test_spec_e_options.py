@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_b import ack, request_ack
+from spec_helpers_b import ack, feed_all, request_ack
 from specharness import (
     A_MAC,
     ACK,
@@ -47,7 +47,7 @@ def test_case_46(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     file = bytes.fromhex("3604c0000201" "330400000e10") + b"\x0c\x07printer" + b"\xff"
     cap.add(0, payload(2, 0x4601, A, yi=IP, raw_options=bytes.fromhex("350105340101ff"),
                        file=file, sname=b"boot-srv"), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x4601, cap.t0, 0, 3600, hostname="printer",
                               hostname_src="ack12"))
     assert_only(rclient, IP)
@@ -61,7 +61,7 @@ def test_case_47(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     file = options([o_host("top"), o_lease(3600)])
     sname = options([o_host("-01")])
     cap.add(0, payload(2, 0x4701, A, yi=IP, raw_options=raw, file=file, sname=sname), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x4701, cap.t0, 0, 3600, hostname="laptop-01",
                               hostname_src="ack12"))
     assert_only(rclient, IP)
@@ -74,7 +74,7 @@ def test_case_48(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     cap.add(0, client_msg(REQUEST, 0x4801, A, o_req(IP), o_server(S1)))
     cap.add(0.1, payload(2, 0x4801, A, yi=IP, opts=[o_type(ACK), o_server(S1)],
                          file=bytes.fromhex("330400000e10ff")), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_only(rclient)
 
 
@@ -97,7 +97,7 @@ def test_case_49(redis_url: str, rclient: redis.Redis, tmp_path: Path,
     """Split options in the REQUEST are concatenated before they are interpreted (RFC 3396)."""
     s = Session(redis_url, tmp_path)
     cap = request_ack(Capture(), 0x4901, IP, req=req)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x4901, cap.t0, 0.1, 3600, hostname=hostname,
                               hostname_src=src))
 
@@ -134,7 +134,7 @@ def case2_record(t0: int, **extra: str) -> dict[str, str]:
 def case_50_a(s: Session, rclient: redis.Redis) -> None:
     """50a: case 2 stores circuit_id and remote_id from the relayed option 82."""
     cap = relayed_dora(Capture(), 0x1002)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, case2_record(cap.t0))
     assert_only(rclient, RIP)
 
@@ -142,11 +142,11 @@ def case_50_a(s: Session, rclient: redis.Redis) -> None:
 def case_50_b(s: Session, rclient: redis.Redis) -> None:
     """50b: a later unicast renewal without 82 (case 10) keeps giaddr, circuit_id, remote_id."""
     first = relayed_dora(Capture(), 0x1002)
-    s.feed(first)
+    feed_all(s, first)
     cap = Capture(t0=first.t0)
     cap.add(1800.00, client_msg(REQUEST, 0x100A, A, ci=RIP), src=RIP, dst=S1)
     cap.add(1800.01, ack(0x100A, RIP, A, ci=RIP), src=S1, dst=RIP)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(RIP, A_MAC, S1, 0x100A, cap.t0, 1800, 3600, hostname="alpha",
                               hostname_src="prev", giaddr=R1, circuit_id=CIRCUIT,
                               remote_id=REMOTE))
@@ -166,9 +166,9 @@ def relayed_rebind(cap: Capture, xid: int, agent: tuple[int, bytes]) -> Capture:
 def case_50_c(s: Session, rclient: redis.Redis) -> None:
     """50c: a relayed ACK with 82=[1:"port7"] only replaces both values: no remote_id left."""
     first = relayed_dora(Capture(), 0x1002)
-    s.feed(first)
+    feed_all(s, first)
     cap = relayed_rebind(Capture(t0=first.t0), 0x500C, o_82(b"port7"))
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(RIP, A_MAC, S1, 0x500C, cap.t0, 3150.05, 3600, hostname="alpha",
                               hostname_src="prev", giaddr=R1, circuit_id="706f727437"))
     assert_only(rclient, RIP)
@@ -177,10 +177,10 @@ def case_50_c(s: Session, rclient: redis.Redis) -> None:
 def case_50_d(s: Session, rclient: redis.Redis) -> None:
     """50d: an 82 whose sub-option runs past the option is ignored; earlier values are kept."""
     first = relayed_dora(Capture(), 0x1002)
-    s.feed(first)
+    feed_all(s, first)
     broken = o(82, b"\x01\x08ge-0")  # sub-option 1 claims 8 octets, 4 follow
     cap = relayed_rebind(Capture(t0=first.t0), 0x500D, broken)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(RIP, A_MAC, S1, 0x500D, cap.t0, 3150.05, 3600, hostname="alpha",
                               hostname_src="prev", giaddr=R1, circuit_id=CIRCUIT,
                               remote_id=REMOTE))
@@ -192,7 +192,7 @@ def case_50_e(s: Session, rclient: redis.Redis) -> None:
     agent = o(82, b"\x01\x08ge-0/0/1" + b"\x05\x04\xc6\x33\x64\x00" + b"\x0b\x04\xc6\x33\x64\x01"
               + b"\x02\x03sw1" + b"\x97\x04\x00vpn")
     cap = relayed_dora(Capture(), 0x1002, agent, client_side=False)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, case2_record(cap.t0))
     assert_only(rclient, RIP)
 
@@ -211,7 +211,7 @@ def test_case_51(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     s = Session(redis_url, tmp_path)
     spoof = o_82(b"spoof")
     cap = request_ack(Capture(), 0x5101, IP, req=[spoof], ack_opts=[spoof])
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x5101, cap.t0, 0.1, 3600))
     assert_only(rclient, IP)
 

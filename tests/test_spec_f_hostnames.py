@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_b import ack, dora, renew, request_ack
+from spec_helpers_b import ack, dora, feed_all, renew, request_ack
 from specharness import (
     A_MAC,
     B_MAC,
@@ -32,7 +32,7 @@ def exchange(redis_url: str, rclient: redis.Redis, tmp_path: Path, req: Opts, ac
     """REQUEST with `req` and ACK with `ack_opts`; the record carries hostname from src."""
     s = Session(redis_url, tmp_path)
     cap = request_ack(Capture(), 0x5201, IP, req=req, ack_opts=ack_opts)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x5201, cap.t0, 0.1, 3600, hostname=hostname,
                               hostname_src=src))
     assert_only(rclient, IP)
@@ -58,7 +58,7 @@ def test_case_55(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """A name only in the DISCOVER of the same xid is used (req12)."""
     s = Session(redis_url, tmp_path)
     cap = dora(Capture(), 0x4001, IP, disc=[o_host("alpha")])
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x4001, cap.t0, 0.3, 3600, hostname="alpha",
                               hostname_src="req12"))
     assert_only(rclient, IP)
@@ -118,7 +118,7 @@ def test_case_58(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
     """On renewal the name is kept (prev), replaced by a new one, or dropped for another client."""
     s = Session(redis_url, tmp_path)
     setup = dora(Capture(), 0x5801, IP, req=[o_host("alpha")])
-    s.feed(setup)
+    feed_all(s, setup)
     cap = Capture(t0=setup.t0)
     if variant == "58a":
         renew(cap, 0x5802, IP, start=600)
@@ -131,7 +131,7 @@ def test_case_58(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
     else:
         cap.add(600, ack(0x5803, IP, B), src=S1)
         expected = rec(IP, B_MAC, S1, 0x5803, cap.t0, 600, 3600)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, expected)
     assert_only(rclient, IP)
 

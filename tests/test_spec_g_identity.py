@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis
-from spec_helpers_b import ack, request_ack
+from spec_helpers_b import ack, feed_all, request_ack
 from specharness import (
     A_MAC,
     DECLINE,
@@ -58,11 +58,11 @@ def test_case_60(redis_url: str, rclient: redis.Redis, tmp_path: Path, chaddr: b
     """A client identifier unlike chaddr is stored; RELEASEs matching by 61 or hw delete it."""
     s = Session(redis_url, tmp_path)
     cap = request_ack(Capture(), 0x6001, IP, req=[o_cid(CID60)], ack_opts=[o_cid(CID60)])
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x6001, cap.t0, 0.1, 3600,
                               client_id=CID60.hex()))
     if chaddr is not None:
-        s.feed(release(Capture(t0=cap.t0), 5, IP, chaddr, *opts))
+        feed_all(s, release(Capture(t0=cap.t0), 5, IP, chaddr, *opts))
         assert_absent(rclient, IP)
     assert_only(rclient, *([] if chaddr else [IP]))
 
@@ -79,7 +79,7 @@ def test_case_61(redis_url: str, rclient: redis.Redis, tmp_path: Path, ack_cid: 
     s = Session(redis_url, tmp_path)
     cap = request_ack(Capture(), 0x5001, IP, req=[o_cid(ID_A), o_host("alpha")],
                       ack_opts=[o_cid(ack_cid)] if ack_cid else [])
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x5001, cap.t0, 0.1, 3600,
                               client_id=client_id.hex(), hostname=hostname,
                               hostname_src=hostname and "req12"))
@@ -92,12 +92,12 @@ def test_case_62(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     cap = Capture()
     cap.add(0, ack(0x5002, IP, A, o_cid(b"\x01\xaa")), src=S1)
     cap.add(1, ack(0x5003, IP2, A, o_cid(b"\x01\xbb")), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x5002, cap.t0, 0, 3600, client_id="01aa"))
     assert_lease(rclient, rec(IP2, A_MAC, S1, 0x5003, cap.t0, 1, 3600, client_id="01bb"))
     before = snapshot(rclient)
     del before[IP]
-    s.feed(release(Capture(t0=cap.t0), 2, IP, A, o_cid(b"\x01\xaa")))
+    feed_all(s, release(Capture(t0=cap.t0), 2, IP, A, o_cid(b"\x01\xaa")))
     assert_absent(rclient, IP)
     assert_unchanged(before, rclient)
 
@@ -108,7 +108,7 @@ def test_case_63(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     cap = Capture()
     cap.add(0, ack(0x5004, IP, A), src=S1)
     cap.add(1, ack(0x5005, IP2, A, o_cid(ID_A)), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_absent(rclient, IP)
     assert_lease(rclient, rec(IP2, A_MAC, S1, 0x5005, cap.t0, 1, 3600, client_id=ID_A.hex()))
     assert_only(rclient, IP2)
@@ -127,12 +127,12 @@ def test_case_64(redis_url: str, rclient: redis.Redis, tmp_path: Path,
     cap = Capture()
     cap.add(0, client_msg(REQUEST, 0x5006, b"", o_req(IB_IP), o_cid(IB_CID), flags=0x8000, **IB))
     cap.add(0.1, ack(0x5006, IB_IP, b"", o_cid(IB_CID), **IB), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     granted = rec(IB_IP, None, S1, 0x5006, cap.t0, 0.1, 3600, htype=32,
                   client_id=IB_CID.hex())
     assert_lease(rclient, granted)
     if release_cid is not None:
-        s.feed(release(Capture(t0=cap.t0), 5, IB_IP, b"", o_cid(release_cid), **IB))
+        feed_all(s, release(Capture(t0=cap.t0), 5, IB_IP, b"", o_cid(release_cid), **IB))
     if release_cid == IB_CID:
         assert_absent(rclient, IB_IP)
         assert_only(rclient)
@@ -171,20 +171,20 @@ def test_case_65(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
     s = Session(redis_url, tmp_path)
     cap = Capture()
     cap.add(0, ack(0x6501, IP65, b"", **IB), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     granted = rec(IP65, None, S1, 0x6501, cap.t0, 0, 3600, htype=32)
     assert_lease(rclient, granted)
     later = Capture(t0=cap.t0)
     if variant == "reassigned":
         later.add(5, ack(0x6505, IP65, A), src=S1)
-        s.feed(later)
+        feed_all(s, later)
         assert_lease(rclient, rec(IP65, A_MAC, S1, 0x6505, cap.t0, 5, 3600))
         assert_only(rclient, IP65)
         return
     scenario = CASE_65[variant]
     if scenario is not None:
         scenario(later)
-        s.feed(later)
+        feed_all(s, later)
     assert_lease(rclient, granted)
     if variant == "later-ack":
         assert_lease(rclient, rec("192.0.2.112", None, S1, 0x6504, cap.t0, 5, 3600, htype=32))
@@ -201,7 +201,7 @@ def case_66a_correlates(s: Session, rclient: redis.Redis) -> None:
     cap = Capture()
     cap.add(0, client_msg(REQUEST, 0x6601, A, o_req(IP), o_server(S1), o_host("alpha")))
     cap.add(0.1, ack(0x6601, IP, GARBAGE, hlen=6), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x6601, cap.t0, 0.1, 3600, hostname="alpha",
                               hostname_src="req12"))
     assert_only(rclient, IP)
@@ -211,9 +211,9 @@ def case_66a_release(s: Session, rclient: redis.Redis) -> None:
     """66a: the garbage-padded grant is released by the zero-padded form of the same chaddr."""
     cap = Capture()
     cap.add(0, ack(0x6602, IP, GARBAGE, hlen=6), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x6602, cap.t0, 0, 3600))
-    s.feed(release(Capture(t0=cap.t0), 5, IP, A))
+    feed_all(s, release(Capture(t0=cap.t0), 5, IP, A))
     assert_only(rclient)
 
 
@@ -221,7 +221,7 @@ def case_66b(s: Session, rclient: redis.Redis) -> None:
     """66b: htype 24, hlen 8: an 8-octet mac and htype=24."""
     cap = Capture()
     cap.add(0, ack(0x6603, IP, bytes.fromhex("aabbccddeeff0011"), htype=24), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, "aa:bb:cc:dd:ee:ff:00:11", S1, 0x6603, cap.t0, 0, 3600,
                               htype=24))
     assert_only(rclient, IP)
@@ -232,7 +232,7 @@ def case_66c(s: Session, rclient: redis.Redis) -> None:
     chaddr = bytes(range(0xA1, 0xB1))
     cap = Capture()
     cap.add(0, ack(0x6604, IP, chaddr), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, ":".join(f"{b:02x}" for b in chaddr), S1, 0x6604, cap.t0, 0,
                               3600))
     assert_only(rclient, IP)
@@ -242,7 +242,7 @@ def case_66d(s: Session, rclient: redis.Redis) -> None:
     """66d: hlen 17 is dropped (R-IN-5)."""
     cap = Capture()
     cap.add(0, ack(0x6605, IP, A, hlen=17), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_only(rclient)
 
 
@@ -251,7 +251,7 @@ def case_66e_no_supersede(s: Session, rclient: redis.Redis) -> None:
     cap = Capture()
     cap.add(0, ack(0x6606, IP, A), src=S1)
     cap.add(1, ack(0x6607, IP2, A, htype=6), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x6606, cap.t0, 0, 3600))
     assert_lease(rclient, rec(IP2, A_MAC, S1, 0x6607, cap.t0, 1, 3600, htype=6))
     assert_only(rclient, IP, IP2)
@@ -261,8 +261,8 @@ def case_66e_no_release(s: Session, rclient: redis.Redis) -> None:
     """66e: a RELEASE with htype 6 does not end the htype 1 record."""
     cap = Capture()
     cap.add(0, ack(0x6608, IP, A), src=S1)
-    s.feed(cap)
-    s.feed(release(Capture(t0=cap.t0), 5, IP, A, htype=6))
+    feed_all(s, cap)
+    feed_all(s, release(Capture(t0=cap.t0), 5, IP, A, htype=6))
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x6608, cap.t0, 0, 3600))
     assert_only(rclient, IP)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_b import ack, dora, feed_watching, write_fast
+from spec_helpers_b import ack, dora, feed_all, feed_watching, write_fast
 from specharness import (
     A_MAC,
     B_MAC,
@@ -42,7 +42,7 @@ def test_case_67(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     s = Session(redis_url, tmp_path)
     cap = dora(Capture(), 0x3001, IP, disc=[o_host("alpha")], req=[o_host("alpha")])
     dora(cap, 0x3001, IP2, chaddr=B, start=60, disc=[o_host("bravo")], req=[o_host("bravo")])
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x3001, cap.t0, 0.3, 3600, hostname="alpha",
                               hostname_src="req12"))
     assert_lease(rclient, rec(IP2, B_MAC, S1, 0x3001, cap.t0, 60.3, 3600, hostname="bravo",
@@ -63,7 +63,7 @@ def test_case_68(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     cap.add(0.21, client_msg(REQUEST, xid, B, o_req(IP2), o_server(S1)))
     cap.add(0.30, ack(xid, IP2, B), src=S1)
     cap.add(0.31, ack(xid, IP, A), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, xid, cap.t0, 0.31, 3600, hostname="alpha",
                               hostname_src="req12"))
     assert_lease(rclient, rec(IP2, B_MAC, S1, xid, cap.t0, 0.30, 3600, hostname="bravo",
@@ -79,7 +79,7 @@ def test_case_69(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
         cap.add(delta, client_msg(REQUEST, 0x3003, A, o_req(IP), o_server(S1), o_cid(cid),
                                   o_host(name)))
     cap.add(0.1, ack(0x3003, IP, A), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x3003, cap.t0, 0.1, 3600))
     assert_only(rclient, IP)
 
@@ -99,7 +99,7 @@ def test_case_70(redis_url: str, rclient: redis.Redis, tmp_path: Path, retransmi
     if retransmit is not None:
         cap.add(retransmit, request)
     cap.add(ack_at, ack(0x3004, IP, A), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x3004, cap.t0, ack_at, 3600, hostname=hostname,
                               hostname_src=hostname and "req12"))
     assert_only(rclient, IP)

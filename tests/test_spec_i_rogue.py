@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import REPO
-from spec_helpers_b import ack, dora
+from spec_helpers_b import ack, dora, feed_all
 from specharness import (
     A_MAC,
     DISCOVER,
@@ -55,7 +55,7 @@ def case_73a(s: Session, rclient: redis.Redis) -> None:
     cap.add(0.20, client_msg(REQUEST, 0x6001, A, o_req(IP), o_server(S1)))
     cap.add(0.25, ack(0x6001, ROGUE_IP, A, lease=86400, server=X), src=X)
     cap.add(0.30, ack(0x6001, IP, A), src=S1)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_absent(rclient, ROGUE_IP)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x6001, cap.t0, 0.3, 3600))
     assert_only(rclient, IP)
@@ -66,11 +66,11 @@ def rogue_over(s: Session, rclient: redis.Redis, owner: bytes, held: str,
     """S1 grants `held` to owner; X then grants rogue_yi to A: nothing changes."""
     setup = Capture()
     setup.add(0, ack(0x6010, held, owner), src=S1)
-    s.feed(setup)
+    feed_all(s, setup)
     before = snapshot(rclient)
     cap = Capture(t0=setup.t0)
     cap.add(1, ack(0x6011, rogue_yi, A, server=X), src=X)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_unchanged(before, rclient)
     assert_only(rclient, held)
 
@@ -92,16 +92,16 @@ def test_case_74(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """A rogue NAK changes nothing and does not decide; S1's ACK then refreshes the record."""
     s = Session(redis_url, tmp_path)
     setup = dora(Capture(), 0x6000, IP, req=[o_host("alpha")])
-    s.feed(setup)
+    feed_all(s, setup)
     before = snapshot(rclient)
     cap = Capture(t0=setup.t0)
     cap.add(600, client_msg(REQUEST, 0x6002, A, ci=IP), src=IP, dst=S1)
     cap.add(600.05, server_msg(NAK, 0x6002, A, server=X, mask=None), src=X)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_unchanged(before, rclient)
     cap = Capture(t0=setup.t0)
     cap.add(600.1, ack(0x6002, IP, A, ci=IP), src=S1, dst=IP)
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(IP, A_MAC, S1, 0x6002, cap.t0, 600.1, 3600, hostname="alpha",
                               hostname_src="prev"))
     assert_only(rclient, IP)
@@ -114,7 +114,7 @@ def test_case_75(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     for p in dora_x.packets:
         if p.data[0] == 2:
             p.src = X
-    s.feed(dora_x)
+    feed_all(s, dora_x)
     assert_only(rclient)
 
 
@@ -158,7 +158,7 @@ def test_case_76(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
     s = Session(redis_url, tmp_path, **config)
     cap = Capture()
     packets(cap)
-    s.feed(cap)
+    feed_all(s, cap)
     if expected is None:
         assert_only(rclient)
         return
@@ -192,7 +192,7 @@ def test_case_77(redis_url: str, rclient: redis.Redis, tmp_path: Path,
     """With server-identifier override the relay must be an allowed server (R-SV-5)."""
     s = Session(redis_url, tmp_path, allowed=allowed)
     cap = override_exchange(Capture())
-    s.feed(cap)
+    feed_all(s, cap)
     if R1 not in allowed:
         assert_only(rclient)
         return
@@ -209,7 +209,7 @@ def case_78_applied(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> Non
     """With an empty allow-list every server is accepted: X's ACK is applied."""
     s = Session(redis_url, tmp_path, allowed=())
     cap = rogue_grant(Capture())
-    s.feed(cap)
+    feed_all(s, cap)
     assert_lease(rclient, rec(ROGUE_IP, A_MAC, X, 0x7800, cap.t0, 0, 3600))
     assert_only(rclient, ROGUE_IP)
 
