@@ -82,13 +82,6 @@ def renew(cap: Capture, xid: int, ip: str, *, chaddr: bytes = A, start: float = 
     return cap
 
 
-def add_raw(cap: Capture, delta: float, data: bytes, src: str, sport: int, dport: int,
-            dst: str = "255.255.255.255") -> Capture:
-    """Capture.add for payloads that may be empty (Capture.add reads data[0] for the ports)."""
-    cap.packets.append(Packet(delta, data, src, dst, sport, dport))
-    return cap
-
-
 # ---- raw pcap writing --------------------------------------------------------------------------
 
 def _checksum(data: bytes) -> int:

@@ -28,7 +28,6 @@ from spec_helpers_b import (
     ETH_BCAST,
     ETH_SRC,
     ack,
-    add_raw,
     check_all_formats,
     dora,
     eth_frame,
@@ -588,7 +587,7 @@ def random_payloads(cap: Capture, rng: random.Random, count: int) -> None:
         # A random payload that carries the cookie would be a (valid) BOOTP candidate.
         assert data[236:240] != MAGIC
         sport, dport = (68, 67) if i % 2 else (67, 68)
-        add_raw(cap, i * 0.001, data, f"10.93.{i // 250}.{i % 250 + 1}", sport, dport)
+        cap.add(i * 0.001, data, src=f"10.93.{i // 250}.{i % 250 + 1}", sport=sport, dport=dport)
 
 
 def dns_messages(cap: Capture) -> None:
@@ -678,7 +677,7 @@ def case_93_property(redis_url: str, rclient: redis.Redis, tmp_path: Path,
     rclient.flushall()
     cap = Capture()
     for i, ops in enumerate(mutants):
-        add_raw(cap, i * 0.001, mutate(case1_ack(i), ops), S1, 67, 68)
+        cap.add(i * 0.001, mutate(case1_ack(i), ops), src=S1, sport=67, dport=68)
     session = Session(redis_url, tmp_path)
     feed_all(session, cap)
     session.close()
