@@ -62,7 +62,8 @@ STDOUT_BUFFER = 1 << 20
 
 
 class CaptureError(Exception):
-    """tshark is missing, too old, or failed on a file: a local problem, reported in one line."""
+    """tshark is missing, too old, or failed on a file, or the capture was asked for something
+    impossible: a local problem, reported in one line."""
 
 
 @functools.cache
@@ -105,7 +106,9 @@ class FileCapture:
         self, path: Path | str, *, engine: str = "tshark", ports: Sequence[int] = DEFAULT_PORTS
     ) -> None:
         if engine not in ENGINES:
-            raise ValueError(f"unknown capture engine {engine!r}: use one of {', '.join(ENGINES)}")
+            raise CaptureError(
+                f"unknown capture engine {engine!r}: use one of {', '.join(ENGINES)}"
+            )
         self.path = Path(path)
         self.ports = _check_ports(ports)
         self.engine = engine
@@ -147,8 +150,9 @@ class FileCapture:
         self._reader.close()
 
     def _datagrams(self) -> Generator[Datagram, None, None]:
+        rows = self._reader.rows(self.ports)
         try:
-            for values in self._reader.rows(self.ports):
+            for values in rows:
                 datagram = to_datagram(values, self.ports)
                 if datagram is None:
                     self.skipped += 1
@@ -156,6 +160,7 @@ class FileCapture:
                     yield datagram
             self._done = True
         finally:
+            rows.close()
             self._reader.close()
 
 
@@ -225,7 +230,7 @@ def _bounded(raw: bytes, udp_len: int | None, ip_room: int) -> tuple[bytes, bool
 
 def _check_ports(ports: Sequence[int]) -> frozenset[int]:
     if not ports or any(not 0 < port < 65536 for port in ports):
-        raise ValueError(f"DHCP ports must be 1-65535, got {list(ports)}")
+        raise CaptureError(f"DHCP ports must be 1-65535, got {list(ports)}")
     return frozenset(ports)
 
 
@@ -244,7 +249,7 @@ def _readable_size(path: Path) -> int:
 
 
 class _Reader(Protocol):
-    def rows(self, ports: frozenset[int]) -> Iterator[Sequence[str]]: ...
+    def rows(self, ports: frozenset[int]) -> Generator[Sequence[str], None, None]: ...
     def position(self) -> int: ...
     def close(self) -> None: ...
 
@@ -258,7 +263,7 @@ class _TsharkReader:
         self._position = 0
         self._fd: str | None = None  # tshark's descriptor for the file, once found
 
-    def rows(self, ports: frozenset[int]) -> Iterator[Sequence[str]]:
+    def rows(self, ports: frozenset[int]) -> Generator[Sequence[str], None, None]:
         argv = tshark_argv(["-r", str(self._path)], ports)
         self._process = _TsharkProcess(argv, str(self._path))
         for line in self._process.lines():
@@ -414,7 +419,7 @@ class _PysharkReader:
         self._capture: _PysharkCapture | None = None
         self._packets: Generator[Any, None, None] | None = None
 
-    def rows(self, ports: frozenset[int]) -> Iterator[Sequence[str]]:
+    def rows(self, ports: frozenset[int]) -> Generator[Sequence[str], None, None]:
         _load_ek_field_types()
         self._loop = asyncio.new_event_loop()
         self._capture = _PysharkCapture(

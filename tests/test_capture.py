@@ -438,7 +438,7 @@ def test_tshark_helpers() -> None:
 )
 def test_bad_arguments(tmp_path: Path, options: dict[str, Any], message: str) -> None:
     path = write(tmp_path / "eth.pcap", [eth() / udp_ack()])
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(CaptureError, match=message):
         FileCapture(path, **options)
 
 
