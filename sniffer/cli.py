@@ -217,13 +217,16 @@ def replay(
         tracker.restore(store.load())
         pipeline = Pipeline(tracker, store)
         started = time.monotonic()
-        if err.is_terminal:
-            _replay_with_progress(pipeline, files, engine, pace)
-        else:
-            for path in files:
-                with FileCapture(path, engine=engine.value) as capture:
-                    pipeline.process(_paced(capture, pace))
-        pipeline.flush()
+        try:
+            if err.is_terminal:
+                _replay_with_progress(pipeline, files, engine, pace)
+            else:
+                for path in files:
+                    with FileCapture(path, engine=engine.value) as capture:
+                        pipeline.process(_paced(capture, pace))
+        finally:
+            # What was read before a broken file or an interrupt stays written.
+            pipeline.flush()
     stats = pipeline.stats
     elapsed = time.monotonic() - started
     out.print(

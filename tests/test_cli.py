@@ -1,0 +1,252 @@
+"""The `dhcp-hive-mind` command as a user runs it: a real process, real tshark, real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import REPO, free_port, require_tool
+from specharness import (
+    ACK,
+    DISCOVER,
+    OFFER,
+    REQUEST,
+    S1,
+    Capture,
+    client_msg,
+    o_host,
+    o_lease,
+    o_req,
+    o_server,
+    server_msg,
+)
+
+PCAPS = REPO / "pcaps"
+CLIENTS = [bytes.fromhex(f"0200000010{n:02x}") for n in range(3)]
+
+
+def run(*args: str, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sniffer", *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})}, cwd=cwd, stdin=subprocess.DEVNULL,
+    )
+
+
+def three_leases(path: Path) -> Path:
+    """Three DORA exchanges from S1: 192.0.2.10-12 with hostnames host-0..2."""
+    capture = Capture()
+    for n, chaddr in enumerate(CLIENTS):
+        xid, ip, t = 0x7000 + n, f"192.0.2.{10 + n}", n * 1.0
+        capture.add(t, client_msg(DISCOVER, xid, chaddr, o_host(f"host-{n}")))
+        capture.add(t + 0.1, server_msg(OFFER, xid, chaddr, o_lease(3600), yi=ip), src=S1)
+        capture.add(t + 0.2, client_msg(REQUEST, xid, chaddr, o_req(ip), o_server(S1),
+                                        o_host(f"host-{n}")))
+        capture.add(t + 0.3, server_msg(ACK, xid, chaddr, o_lease(3600), yi=ip), src=S1)
+    return capture.write(path)
+
+
+@pytest.fixture
+def pcap(tmp_path: Path) -> Path:
+    require_tool("tshark")
+    return three_leases(tmp_path / "three.pcap")
+
+
+def test_replay_in_a_pipe_prints_only_the_summary(pcap: Path, rclient: redis.Redis,
+                                                  redis_url: str) -> None:
+    result = run("replay", str(pcap), "--redis-url", redis_url, "--allow-server", S1)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("1 file: 12 packets, 12 DHCP messages, 3 leases written, 0 deleted")
+    assert result.stderr == ""  # an allow-list was given, so no warning; no progress bar
+    assert rclient.hgetall("192.0.2.11") == {"mac": "02:00:00:00:10:01", "hostname": "host-1"}
+    assert 3590 <= rclient.ttl("192.0.2.11") <= 3600  # the replay clock: TTL = lease time
+
+
+def test_replay_warns_without_an_allow_list(pcap: Path, redis_url: str) -> None:
+    result = run("replay", str(pcap), "--redis-url", redis_url)
+    assert result.returncode == 0
+    assert "warning: no --allow-server given" in result.stderr
+
+
+def test_replay_on_a_terminal_shows_a_progress_bar(pcap: Path, redis_url: str) -> None:
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sniffer", "replay", str(pcap), "--redis-url", redis_url,
+             "--allow-server", S1],
+            stdout=subprocess.PIPE, stderr=secondary, stdin=subprocess.DEVNULL, timeout=120,
+            env={**os.environ, "COLUMNS": "160", "TERM": "xterm"},
+        )
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0
+    text = shown.decode(errors="replace")
+    assert "three.pcap" in text and "100%" in text and "packets" in text
+    assert b"3 leases written" in proc.stdout
+
+
+def test_replay_as_captured_uses_the_capture_clock(pcap: Path, redis_url: str,
+                                                   rclient: redis.Redis) -> None:
+    capture = Capture(t0=Capture().t0 - 600)  # ten minutes ago: 3000 s are left of 3600
+    capture.add(0, server_msg(ACK, 0x7100, CLIENTS[0], o_lease(3600), yi="192.0.2.50"), src=S1)
+    path = capture.write(pcap.parent / "old.pcap")
+    assert run("replay", str(path), "--redis-url", redis_url, "--as-captured").returncode == 0
+    assert 2990 <= rclient.ttl("192.0.2.50") <= 3000
+
+
+def test_missing_file_is_one_line_and_exit_1(redis_url: str, tmp_path: Path) -> None:
+    result = run("replay", str(tmp_path / "nope.pcap"), "--redis-url", redis_url)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"dhcp-hive-mind: error: {tmp_path / 'nope.pcap'}: no such file")
+    assert "Traceback" not in result.stderr
+
+
+def test_garbage_file_names_the_file(redis_url: str, tmp_path: Path) -> None:
+    require_tool("tshark")
+    garbage = tmp_path / "garbage.pcap"
+    garbage.write_bytes(os.urandom(4096))
+    result = run("replay", str(garbage), "--redis-url", redis_url)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("dhcp-hive-mind: error: ") and "garbage.pcap" in error
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_file_keeps_what_was_read(pcap: Path, redis_url: str,
+                                            rclient: redis.Redis) -> None:
+    cut = pcap.parent / "cut.pcap"
+    cut.write_bytes(pcap.read_bytes()[:-40])  # the last ACK is cut short
+    result = run("replay", str(cut), "--redis-url", redis_url, "--allow-server", S1)
+    assert result.returncode == 1
+    assert "cut.pcap" in result.stderr and "cut short" in result.stderr
+    assert rclient.hgetall("192.0.2.10") == {"mac": "02:00:00:00:10:00", "hostname": "host-0"}
+    assert rclient.hgetall("192.0.2.11") == {"mac": "02:00:00:00:10:01", "hostname": "host-1"}
+    assert rclient.exists("192.0.2.12") == 0
+
+
+def test_unreachable_redis_masks_the_password(pcap: Path) -> None:
+    url = f"redis://hive:s3cret-pw@127.0.0.1:{free_port()}/0"
+    result = run("replay", str(pcap), "--redis-url", url, "--allow-server", S1)
+    assert result.returncode == 1
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("dhcp-hive-mind: error: Redis at redis://hive:***@127.0.0.1:")
+    assert "unreachable" in line
+
+
+def test_redis_url_comes_from_the_environment(pcap: Path, redis_url: str,
+                                              rclient: redis.Redis) -> None:
+    result = run("replay", str(pcap), env={"REDIS_URL": redis_url})
+    assert result.returncode == 0, result.stderr
+    assert "embedded" not in result.stderr
+    assert rclient.exists("192.0.2.10") == 1
+
+
+def test_bad_option_is_a_usage_error(pcap: Path, redis_url: str) -> None:
+    result = run("replay", str(pcap), "--redis-url", redis_url, "--allow-server", "not-an-ip")
+    assert result.returncode == 2
+    assert "'not-an-ip' is not an IPv4 address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(redis_url: str, tmp_path: Path) -> None:
+    result = run("--debug", "replay", str(tmp_path / "nope.pcap"), "--redis-url", redis_url)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "UsageProblem" in result.stderr
+
+
+def test_leases_filters_and_json(pcap: Path, redis_url: str) -> None:
+    assert run("replay", str(pcap), "--redis-url", redis_url, "--allow-server", S1).returncode == 0
+
+    every = json.loads(run("leases", "--json", "--redis-url", redis_url).stdout)
+    assert [lease["ip"] for lease in every] == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+    assert every[0]["hostname"] == "host-0" and every[0]["server"] == S1
+    assert 3590 <= every[0]["ttl"] <= 3600
+
+    by_mac = json.loads(run("leases", "--json", "--mac", "02-00-00-00-10-02",
+                            "--redis-url", redis_url).stdout)
+    assert [lease["ip"] for lease in by_mac] == ["192.0.2.12"]
+    by_name = json.loads(run("leases", "--json", "--hostname", "HOST-1",
+                             "--redis-url", redis_url).stdout)
+    assert [lease["ip"] for lease in by_name] == ["192.0.2.11"]
+    by_ip = json.loads(run("leases", "--json", "--ip", "192.0.2.10",
+                           "--redis-url", redis_url).stdout)
+    assert [lease["mac"] for lease in by_ip] == ["02:00:00:00:10:00"]
+
+    table = run("leases", "--redis-url", redis_url).stdout
+    rows = [line for line in table.splitlines() if "192.0.2." in line]
+    assert len(rows) == 3 and "host-2" in rows[2] and "02:00:00:00:10:02" in rows[2]
+
+
+def test_embedded_store_is_found_again(pcap: Path, tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "REDIS_URL": ""}
+    env_without_url = {k: v for k, v in env.items() if k != "REDIS_URL"}
+    clean = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    replayed = subprocess.run(
+        [sys.executable, "-m", "sniffer", "replay", str(pcap), "--allow-server", S1],
+        capture_output=True, text=True, timeout=120, env={**clean, **env_without_url},
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert "embedded Redis at" in replayed.stderr
+    assert (tmp_path / "state" / "dhcp-hive-mind").is_dir()
+    listed = subprocess.run(
+        [sys.executable, "-m", "sniffer", "leases", "--json"],
+        capture_output=True, text=True, timeout=120, env={**clean, **env_without_url},
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [lease["ip"] for lease in json.loads(listed.stdout)] == [
+        "192.0.2.10", "192.0.2.11", "192.0.2.12"]
+
+
+def test_decode_json_has_the_seed_message_format(pcap: Path) -> None:
+    result = run("decode", "--json", str(pcap))
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [m["msg_type"] for m in messages[:4]] == [
+        "DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK"]
+    ack = messages[3]
+    assert {k: ack[k] for k in ("client_mac", "hostname", "relay_ip", "client_ip", "server_ip",
+                                 "lease_time", "subnet_mask", "router", "xid")} == {
+        "client_mac": "02:00:00:00:10:00", "hostname": None, "relay_ip": "0.0.0.0",
+        "client_ip": "0.0.0.0", "server_ip": S1, "lease_time": 3600,
+        "subnet_mask": "255.255.255.0", "router": None, "xid": "00007000"}
+    assert messages[0]["hostname"] == "host-0"
+    assert isinstance(ack["ts"], float)
+
+
+def test_decode_table_is_readable(pcap: Path) -> None:
+    result = run("decode", str(pcap))
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["frame", "time", "type"]
+    assert "DHCPACK" in lines[4] and "192.0.2.10" in lines[4] and "1h00m" in lines[4]
+
+
+@pytest.mark.parametrize("path", sorted(PCAPS.glob("*.pcap*")), ids=lambda p: p.name)
+def test_both_engines_decode_alike(path: Path) -> None:
+    """The pyshark engine is a cross-check: the same decoded messages as the default engine."""
+    require_tool("tshark")
+    fast = run("decode", "--json", str(path))
+    slow = run("decode", "--json", "--engine", "pyshark", str(path))
+    assert fast.returncode == slow.returncode == 0
+    assert fast.stdout == slow.stdout
+    assert fast.stdout.count("\n") > 0
