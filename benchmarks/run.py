@@ -1,0 +1,291 @@
+"""dhcp-hive-mind benchmarks: replay speed against tshark and pyshark, the tracker's memory under a
+DISCOVER flood, and live capture (zero loss and ACK-to-Redis latency), measured side by side in
+one run and printed as one table.
+
+    python benchmarks/run.py [--quick] [--only replay,memory,live] [--repeat N]
+
+Captures are generated once (struct-built records, not scapy) and cached in benchmarks/.cache/.
+A scratch redis-server is started on a free port and stopped at the end. Timings are the median of
+--repeat runs (3 by default; 1 with --quick, which uses small sizes and only checks correctness).
+The exit status is 1 if a correctness check failed (a lease missing or wrong, a command failing),
+never because of a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks import traffic  # noqa: E402
+
+CACHE = REPO / "benchmarks" / ".cache"
+PARTS = ("replay", "memory", "live")
+# The fields a tshark-based lease mirror needs at least: the floor for any such pipeline.
+FLOOR_FIELDS = ("dhcp.option.dhcp", "dhcp.id", "dhcp.hw.mac_addr", "dhcp.ip.your",
+                "dhcp.option.hostname", "dhcp.option.ip_address_lease_time")
+REPLAY_TARGET = 1.25  # times the tshark floor
+MEMORY_TARGET = 150 * 2**20
+
+
+@dataclass(frozen=True)
+class Sizes:
+    replay_exchanges: int
+    flood: int
+    flood_exchanges: int
+
+
+FULL = Sizes(replay_exchanges=25_000, flood=1_000_000, flood_exchanges=10_000)
+QUICK = Sizes(replay_exchanges=250, flood=20_000, flood_exchanges=200)
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    what: str
+    measured: str
+    ratio: str = ""
+    target: str = ""
+    verdict: str = ""
+
+
+class CheckFailed(Exception):
+    """A correctness check failed: the run's numbers cannot be trusted."""
+
+
+# ---- tools ---------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def redis_server() -> Iterator[tuple[str, redis.Redis]]:
+    """A scratch redis-server on a free port, without persistence; yields (URL, client)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise CheckFailed("redis-server is not installed")
+    workdir = Path(tempfile.mkdtemp(prefix="hive-bench-"))
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise CheckFailed("redis-server did not start") from None
+                time.sleep(0.05)
+        yield url, client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def timed(argv: Sequence[str], **options: object) -> tuple[float, str]:
+    """Run a command to completion: (wall-clock seconds, stdout); CheckFailed if it fails."""
+    started = time.perf_counter()
+    done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                          **options)  # type: ignore[call-overload]
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise CheckFailed(f"{' '.join(map(str, argv[:3]))}... exited {done.returncode}: "
+                          f"{done.stderr.strip()[-500:]}")
+    return elapsed, done.stdout
+
+
+def median_of(repeat: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(repeat))
+
+
+def cached_capture(name: str, make: Callable[[], Iterator[traffic.Packet]]) -> Path:
+    """benchmarks/.cache/NAME, generated once; written aside and renamed, so never half-made."""
+    path = CACHE / name
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        traffic.write_pcap(partial, make())
+        partial.rename(path)
+    return path
+
+
+def check_leases(client: redis.Redis, indexes: range, *, hostnames: bool) -> None:
+    """Every client of `indexes` has its seed hash (mac, and hostname if asked) with a TTL."""
+    pipe = client.pipeline(transaction=False)
+    for index in indexes:
+        pipe.hgetall(traffic.lease_address(index))
+        pipe.ttl(traffic.lease_address(index))
+    replies = pipe.execute()
+    wrong = []
+    for index, fields, ttl in zip(indexes, replies[::2], replies[1::2], strict=True):
+        expected = {"mac": traffic.client_mac(index).hex(":")}
+        if hostnames:
+            expected["hostname"] = traffic.hostname(index)
+        if fields != expected or not 0 < ttl <= traffic.LEASE_TIME:
+            wrong.append(traffic.lease_address(index))
+    if wrong:
+        raise CheckFailed(f"{len(wrong):,} of {len(indexes):,} leases missing or wrong in Redis, "
+                          f"such as {wrong[0]}")
+
+
+def python() -> str:
+    return sys.executable
+
+
+# ---- replay --------------------------------------------------------------------------------------
+
+def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis) -> list[Row]:
+    exchanges = sizes.replay_exchanges
+    packets = 4 * exchanges
+    path = cached_capture(f"replay-{exchanges}.pcap",
+                          lambda: traffic.exchanges(exchanges, time.time() - 3600))
+    floor_argv = ["tshark", "-r", str(path), "-Y", "dhcp", "-T", "fields"]
+    for field in FLOOR_FIELDS:
+        floor_argv += ["-e", field]
+
+    def floor() -> float:
+        return timed(floor_argv, stdin=subprocess.DEVNULL)[0]
+
+    def ours() -> float:
+        client.flushall()
+        elapsed, out = timed([python(), "-m", "sniffer", "replay", str(path), "--redis-url", url],
+                             cwd=REPO, stdin=subprocess.DEVNULL)
+        if f"{exchanges:,} leases written" not in out:
+            raise CheckFailed(f"dhcp-hive-mind replay: unexpected summary {out.strip()!r}")
+        check_leases(client, range(exchanges), hostnames=True)
+        return elapsed
+
+    def naive() -> float:
+        client.flushall()
+        elapsed, out = timed([python(), str(REPO / "benchmarks" / "naive.py"), str(path), url],
+                             cwd=REPO, stdin=subprocess.DEVNULL)
+        if out.strip() != str(exchanges):
+            raise CheckFailed(f"naive pyshark loop wrote {out.strip()} ACKs, not {exchanges}")
+        check_leases(client, range(exchanges), hostnames=False)  # it cannot correlate
+        return elapsed
+
+    # Interleaved, so that a slow spell of the machine hits every contender alike.
+    runs: dict[str, list[float]] = {"floor": [], "ours": [], "naive": []}
+    for _ in range(repeat):
+        for name, measure in (("floor", floor), ("ours", ours), ("naive", naive)):
+            runs[name].append(measure())
+    tshark, mine, slow = (statistics.median(runs[name]) for name in ("floor", "ours", "naive"))
+    ratio = mine / tshark
+    label = f"replay {packets:,} packets ({exchanges:,} exchanges)"
+    return [
+        Row(f"{label}: tshark -Y dhcp -T fields (floor)", f"{tshark:.2f} s", "1.00"),
+        Row(f"{label}: dhcp-hive-mind replay into Redis", f"{mine:.2f} s", f"{ratio:.2f}",
+            f"<= {REPLAY_TARGET:.2f}", verdict(ratio <= REPLAY_TARGET)),
+        Row(f"{label}: naive pyshark loop into Redis", f"{slow:.2f} s", f"{slow / tshark:.2f}",
+            "", f"{slow / mine:.0f}x slower than ours"),
+    ]
+
+
+# ---- memory --------------------------------------------------------------------------------------
+
+def memory(sizes: Sizes, url: str, client: redis.Redis) -> list[Row]:
+    client.flushall()
+    _elapsed, out = timed([python(), str(REPO / "benchmarks" / "memory.py"), str(sizes.flood),
+                           str(sizes.flood_exchanges), url], cwd=REPO, stdin=subprocess.DEVNULL)
+    result = json.loads(out)
+    if result["written"] != sizes.flood_exchanges:
+        raise CheckFailed(f"flood: {result['written']} leases written, "
+                          f"not {sizes.flood_exchanges}")
+    check_leases(client, range(sizes.flood_exchanges), hostnames=True)
+    growth = result["rss_growth"]
+    return [Row(f"memory: {sizes.flood:,} random DISCOVERs, then {sizes.flood_exchanges:,} "
+                f"exchanges ({result['transactions_after_flood']:,} transactions kept)",
+                f"{growth / 2**20:.0f} MB", f"all {sizes.flood_exchanges:,} leases written",
+                f"< {MEMORY_TARGET // 2**20} MB", verdict(growth < MEMORY_TARGET))]
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def table(rows: Sequence[Row]) -> str:
+    header = Row("benchmark", "measured", "ratio / check", "target", "")
+    cells = [[r.what, r.measured, r.ratio, r.target, r.verdict] for r in (header, *rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(5)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+             for line in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    tshark = subprocess.run(["tshark", "--version"], capture_output=True, text=True,
+                            check=False).stdout.splitlines()[0]
+    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
+                            check=False).stdout.split()[2]
+    return (f"{os.cpu_count()} x {cpu}, Linux {os.uname().release}, Python "
+            f"{sys.version.split()[0]}, {tshark}, Redis {server.removeprefix('v=')}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, one repetition: a correctness smoke test")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help="comma-separated parts to run: " + ", ".join(PARTS))
+    parser.add_argument("--repeat", type=int, help="repetitions per timing (median taken)")
+    args = parser.parse_args(argv)
+    parts = [part.strip() for part in args.only.split(",") if part.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part {sorted(unknown)[0]!r}: use {', '.join(PARTS)}")
+    sizes = QUICK if args.quick else FULL
+    repeat = args.repeat or (1 if args.quick else 3)
+    print(machine(), flush=True)
+    rows: list[Row] = []
+    try:
+        with redis_server() as (url, client):
+            if "replay" in parts:
+                rows += replay(sizes, repeat, url, client)
+            if "memory" in parts:
+                rows += memory(sizes, url, client)
+    except CheckFailed as failure:
+        print(table(rows))
+        print(f"benchmark failed: {failure}", file=sys.stderr)
+        return 1
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
