@@ -15,6 +15,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -23,9 +24,9 @@ from sniffer.capture import CaptureError, FileCapture
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
 from sniffer.lease import Lease
 from sniffer.pipeline import Pipeline
-from sniffer.store import Keys, LeaseStore, StoreError, close_redis, open_redis
+from sniffer.store import Keys, LeaseStore, StoreError, close_redis, mask_url, open_redis
 from sniffer.tracker import Tracker, TrackerConfig
-from sniffer.view import duration, lease_table, safe
+from sniffer.view import ViewError, duration, history_table, lease_table, run_view, safe
 
 app = typer.Typer(
     name="dhcp-hive-mind",
@@ -301,15 +302,30 @@ def leases(
         "--hostname", help="Only hostnames containing this text (case-insensitive).",
         show_default=False)] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Sort order.")] = SortKey.ip,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the sort order.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the table on screen, read again "
+                                        "every --interval seconds, until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between reads "
+                                            "with --watch.")] = 2.0,
 ) -> None:
     """List the current leases."""
     if ip is not None:
         ip = str(_single(_ipv4([ip], "--ip")))
     if mac is not None:
         mac = _normal_mac(mac)
+    if watch and as_json:
+        raise UsageProblem("--watch shows a table; it cannot be combined with --json")
+
+    def read(store: LeaseStore) -> list[tuple[Lease, int]]:
+        found = store.current(ip=ip, mac=mac, hostname=hostname)
+        found.sort(key=_sort_key(sort), reverse=reverse)
+        return found
+
     with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
-        rows = store.current(ip=ip, mac=mac, hostname=hostname)
-    rows.sort(key=_sort_key(sort))
+        if watch:
+            _watch_leases(store, read, interval)
+            return
+        rows = read(store)
     if as_json:
         out.print_json(json.dumps([_lease_json(lease, ttl) for lease, ttl in rows]))
         return
@@ -317,6 +333,21 @@ def leases(
         err.print("No leases.")
         return
     out.print(lease_table(rows))
+
+
+def _watch_leases(store: LeaseStore, read: Callable[[LeaseStore], list[tuple[Lease, int]]],
+                  interval: float) -> None:
+    """Redraw the table in place every `interval` seconds until Ctrl-C, which ends it cleanly."""
+    with Live(console=out, auto_refresh=False, redirect_stderr=False) as live:
+        try:
+            while True:
+                rows = read(store)
+                title = (f"{len(rows):,} lease{'s' if len(rows) != 1 else ''} at "
+                         f"{time.strftime('%H:%M:%S')}, every {interval:g}s (Ctrl-C ends)")
+                live.update(lease_table(rows, title=title), refresh=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
 
 
 def _single(values: frozenset[str]) -> str:
@@ -355,6 +386,65 @@ def _lease_json(lease: Lease, ttl: int) -> dict[str, object]:
     fields: dict[str, object] = dict(lease.detail_fields())
     fields["ttl"] = ttl
     return fields
+
+
+# ---- view and history ------------------------------------------------------------------------
+
+@app.command()
+@reports_errors
+def view(
+    redis_url: RedisUrl = None,
+    key_prefix: KeyPrefix = "",
+    namespace: Namespace = "dhcp-hive-mind",
+) -> None:
+    """Full-screen live view of the current leases and their changes (q quits)."""
+    with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
+        try:
+            run_view(store, source=_source(redis_url))
+        except ViewError as problem:
+            raise UsageProblem(str(problem)) from None
+
+
+def _source(redis_url: str | None) -> str:
+    return f"Redis at {mask_url(redis_url)}" if redis_url is not None else "embedded Redis"
+
+
+@app.command()
+@reports_errors
+def history(
+    target: Annotated[str, typer.Argument(metavar="IP|MAC", help="An IPv4 address (who had it, "
+                                          "and when) or a MAC address (where the device has "
+                                          "been).", show_default=False)],
+    redis_url: RedisUrl = None,
+    key_prefix: KeyPrefix = "",
+    namespace: Namespace = "dhcp-hive-mind",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many events, the "
+                                       "newest.")] = 50,
+) -> None:
+    """The grants and deletions of an address or a device, newest first."""
+    wanted = _ip_or_mac(target)
+    with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
+        events = store.history(wanted, limit=limit)
+    if as_json:
+        out.print_json(json.dumps(events))
+        return
+    if not events:
+        err.print(Text(f"No events for {wanted}."))
+        return
+    out.print(history_table(events))
+
+
+def _ip_or_mac(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        pass
+    try:
+        return _normal_mac(value)
+    except typer.BadParameter:
+        raise typer.BadParameter(f"{value!r} is neither an IPv4 nor a MAC address",
+                                 param_hint="IP|MAC") from None
 
 
 # ---- decode ----------------------------------------------------------------------------------
