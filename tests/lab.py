@@ -35,6 +35,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -49,6 +50,8 @@ RELAY_UP_IP = "192.0.2.254"
 RELAY_DOWN_IP = "198.51.100.1"
 SERVER_NET = "192.0.2.0/24"
 CLIENT_NET = "198.51.100.0/24"
+PERF_IP = "198.51.100.50"  # perfdhcp, a pretend relay agent on the client segment
+PERF_MAC = "02:00:00:00:02:00"  # the first of perfdhcp's simulated clients
 DHCP_FILTER = "udp port 67 or udp port 68"
 SBIN = "/usr/sbin:/sbin:/usr/local/sbin"
 
@@ -421,6 +424,30 @@ class Lab:
         leases: list[dict[str, object]] = arguments.get("leases", [])
         return leases
 
+    def perfdhcp(self, clients: int, *, rate: int = 50, seed: int = 1) -> str:
+        """DORAs of `clients` simulated clients (perfdhcp), through the relay host; its report.
+
+        perfdhcp plays a relay agent (for DHCPv4 it needs an address): it sits on the client
+        segment at PERF_IP, sets giaddr to it, and its requests are routed to Kea through the
+        relay host, so a capture there sees every message on both legs. dhcrelay relays a
+        second copy of each request as well (see pcaps/README.md), which Kea also answers.
+        MACs count up from PERF_MAC; `seed` makes the xids repeatable.
+        """
+        ns = self.namespaces.get("perf") or self._perf_namespace()
+        argv = ns.cmd(tool("perfdhcp"), "-4", "-l", PERF_IP, "-r", str(rate), "-R", str(clients),
+                      "-n", str(clients), "-s", str(seed), "-b", f"mac={PERF_MAC}", SERVER_IP)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode not in (0, 3):  # 3: some exchanges did not complete
+            raise LabError(f"perfdhcp exited {done.returncode}: {done.stderr.strip()}")
+        return done.stdout
+
+    def _perf_namespace(self) -> Namespace:
+        ns = self._namespace("perf")
+        self._plug(ns, "eth0", "br1", "02:00:00:00:02:ff", f"{PERF_IP}/24")
+        ns.ip("route", "add", SERVER_NET, "via", RELAY_DOWN_IP)
+        run(ns.cmd("ping", "-c", "1", "-W", "5", SERVER_IP))  # ARP and routes settled first
+        return ns
+
     def capture(self, where: str, interfaces: Sequence[str], path: Path) -> Capture:
         """Start dumpcap in the namespace of role `where` ("srv", "relay", "local", "cliN")."""
         if where not in self.namespaces:
@@ -477,3 +504,112 @@ def summarize(path: Path) -> Summary:
     messages = ", ".join(kind if n == 1 else f"{kind} x{n}" for kind, n in kinds.items())
     return Summary(messages, len(xids), relayed, ",".join(sorted(leased)),
                    ",".join(sorted(hostnames)))
+
+
+# ---- helpers for live sniffing tests ---------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+# Sends raw frames given as hex, one batch per line of stdin, answering "sent" after each; it
+# binds for each batch, so an interface that was deleted and created again is found anew.
+SENDER = """
+import socket, sys, time
+for line in sys.stdin:
+    iface, gap, frames = line.split()
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind((iface, 0))
+        for frame in frames.split(","):
+            sock.send(bytes.fromhex(frame))
+            time.sleep(float(gap))
+    print("sent", flush=True)
+"""
+
+
+class RedisServer:
+    """A scratch redis-server listening on a unix socket only. A socket path is reachable from
+    every network namespace, where 127.0.0.1 would be each namespace's own."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="hive-sniff-redis-"))
+        self.dir.chmod(0o755)  # an unprivileged sniffer must reach the socket too
+        self.socket = self.dir / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.proc = subprocess.Popen(
+            [tool("redis-server"), "--port", "0", "--unixsocket", str(self.socket),
+             "--unixsocketperm", "777", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(self._answers, "redis-server to listen", timeout=10)
+        except BaseException:
+            self.close()
+            raise
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise LabError(f"redis-server exited {self.proc.returncode}")
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.connect(str(self.socket))
+            except OSError:
+                return False
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class FrameSender:
+    """Sends Ethernet frames out of interfaces of one namespace, through one helper process;
+    send() returns once the frames are out."""
+
+    def __init__(self, ns: Namespace) -> None:
+        self.proc = subprocess.Popen(ns.cmd(sys.executable, "-c", SENDER), text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def send(self, iface: str, frames: Sequence[bytes], gap: float = 0.0) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{iface} {gap} {','.join(f.hex() for f in frames)}\n")
+        self.proc.stdin.flush()
+        if self.proc.stdout.readline().strip() != "sent":
+            raise LabError(f"sending on {iface} failed (sender exited {self.proc.poll()})")
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def sniff_daemon(ns: Namespace, args: Sequence[str], log: Path, *, prefix: Sequence[str] = (),
+            env: dict[str, str] | None = None) -> Daemon:
+    """`dhcp-hive-mind sniff ARGS` in a namespace (after `prefix`, such as a setpriv), from this
+    checkout; stdout and stderr go to `log`."""
+    argv = [*prefix, sys.executable, "-m", "sniffer", "sniff", *args]
+    return Daemon(ns, argv, log, {"PYTHONPATH": str(REPO), **(env or {})})
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                # The command name in parentheses may hold spaces: split after it.
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def fetch(ns: Namespace, url: str) -> str:
+    """GET a URL from inside a namespace (its 127.0.0.1 is not ours)."""
+    code = ("import urllib.request; "
+            f"print(urllib.request.urlopen({url!r}, timeout=10).read().decode())")
+    return run(ns.cmd(sys.executable, "-c", code))

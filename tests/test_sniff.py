@@ -1,0 +1,455 @@
+"""`dhcp-hive-mind sniff` live, on a veth pair in a network namespace: DHCP frames built here go
+out of one end, the sniffer (a real process, with real dumpcap and tshark) captures the other.
+Supervision, clean stops, drops, metrics and unprivileged capture; the live part of capture.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import IN_CI, REPO, require_tool
+from lab import (
+    Daemon,
+    FrameSender,
+    Namespace,
+    RedisServer,
+    children,
+    fetch,
+    run,
+    sniff_daemon,
+    wait_for,
+)
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+from specharness import ACK, REQUEST, S1, client_msg, o_host, o_lease, o_req, o_server, server_msg
+
+from sniffer.capture import SHB, BlockSplitter, CaptureError, _dumpcap_end
+
+METRICS_PORT = 9731
+SETCAP = "cap_net_raw,cap_net_admin+eip"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        message = "live capture in network namespaces needs root"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# ---- frames ----------------------------------------------------------------------------------
+
+def frame(data: bytes, src: str, dst: str, sport: int, dport: int) -> bytes:
+    return bytes(Ether(src="02:00:00:00:ff:01", dst="ff:ff:ff:ff:ff:ff")
+                 / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / Raw(data))
+
+
+def client_ip(n: int) -> str:
+    return f"10.0.{n // 250}.{n % 250 + 1}"
+
+
+def client_mac(n: int) -> str:
+    return f"02:00:00:0a:{n // 256:02x}:{n % 256:02x}"
+
+
+def request_ack(n: int, *, lease: int = 600, hostname: str | None = None) -> list[bytes]:
+    """Client n's SELECTING REQUEST and S1's ACK: a lease Redis must hold afterwards."""
+    mac, ip = bytes.fromhex(client_mac(n).replace(":", "")), client_ip(n)
+    options = [o_req(ip), o_server(S1)] + ([o_host(hostname)] if hostname else [])
+    return [
+        frame(client_msg(REQUEST, 0x5000 + n, mac, *options), "0.0.0.0", "255.255.255.255",
+              68, 67),
+        frame(server_msg(ACK, 0x5000 + n, mac, o_lease(lease), yi=ip), S1, "255.255.255.255",
+              67, 68),
+    ]
+
+
+def exchanges(first: int, count: int) -> list[bytes]:
+    return [f for n in range(first, first + count) for f in request_ack(n)]
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+class Link:
+    """A namespace with a veth pair: the sniffer captures on v0, frames are sent on v1."""
+
+    def __init__(self) -> None:
+        self.ns = Namespace(f"hivesniff{secrets.token_hex(3)}")
+        run(["ip", "netns", "add", self.ns.name])
+        self.ns.ip("link", "set", "lo", "up")
+        self.create()
+        self.sender = FrameSender(self.ns)
+
+    def create(self) -> None:
+        self.ns.ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        self.ns.ip("link", "set", "v0", "up")
+        self.ns.ip("link", "set", "v1", "up")
+
+    def delete(self) -> None:
+        self.ns.ip("link", "del", "v0")
+
+    def send(self, frames: list[bytes], gap: float = 0.0) -> None:
+        self.sender.send("v1", frames, gap)
+
+    def close(self) -> None:
+        self.sender.close()
+        for pid in run(["ip", "netns", "pids", self.ns.name]).split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", self.ns.name], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def socket_redis() -> Iterator[RedisServer]:
+    require_root()
+    for name in ("dumpcap", "tshark", "redis-server"):
+        require_tool(name)
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def rc(socket_redis: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(unix_socket_path=str(socket_redis.socket), decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def link(socket_redis: RedisServer) -> Iterator[Link]:
+    link = Link()
+    yield link
+    link.close()
+
+
+Start = Callable[..., Daemon]
+
+
+@pytest.fixture
+def start(link: Link, socket_redis: RedisServer, tmp_path: Path) -> Iterator[Start]:
+    """Start a sniffer on v0 (extra arguments appended); waits until it captures. Every one
+    started is stopped at teardown."""
+    started: list[Daemon] = []
+
+    def start_sniffer(*args: str, wait: bool = True, prefix: tuple[str, ...] = (),
+                      env: dict[str, str] | None = None) -> Daemon:
+        log = tmp_path / f"sniff{len(started)}.log"
+        daemon = sniff_daemon(link.ns, ["-i", "v0", "--redis-url", socket_redis.url, *args],
+                              log, prefix=prefix, env=env)
+        started.append(daemon)
+        if wait:
+            daemon.wait_output(r"capturing on v0")
+        return daemon
+
+    yield start_sniffer
+    for daemon in started:
+        daemon.stop(signal.SIGKILL)
+
+
+def record(rc: redis.Redis, n: int) -> dict[str, str]:
+    fields: dict[str, str] = rc.hgetall(client_ip(n))
+    return fields
+
+
+def wait_records(rc: redis.Redis, numbers: range, timeout: float = 20) -> None:
+    wait_for(lambda: all(rc.exists(client_ip(n)) for n in numbers),
+             f"records of clients {numbers.start}-{numbers.stop - 1}", timeout)
+
+
+def metrics(link: Link) -> dict[str, float]:
+    """The sniffer's metrics as {name{labels}: value}."""
+    text = fetch(link.ns, f"http://127.0.0.1:{METRICS_PORT}/metrics")
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def processes(daemon: Daemon) -> dict[str, list[int]]:
+    """The sniffer's children by command name (dumpcap, tshark)."""
+    found: dict[str, list[int]] = {}
+    for pid in children(daemon.proc.pid):
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        found.setdefault(name, []).append(pid)
+    return found
+
+
+# ---- recording leases ------------------------------------------------------------------------
+
+def test_leases_reach_redis_under_the_capture_clock(link: Link, rc: redis.Redis,
+                                                     start: Start) -> None:
+    sniffer = start("--allow-server", S1, "--metrics-port", str(METRICS_PORT))
+    sent = time.time()
+    link.send(request_ack(1, lease=600, hostname="alpha"))
+    wait_records(rc, range(1, 2))
+    assert record(rc, 1) == {"mac": client_mac(1), "hostname": "alpha"}
+    detail = rc.hgetall(f"dhcp-hive-mind:lease:{client_ip(1)}")
+    assert int(detail["expires"]) == int(detail["updated"]) + 600
+    assert abs(int(detail["updated"]) - sent) <= 2  # the capture time, not a replay's
+    assert abs(rc.ttl(client_ip(1)) - (int(detail["expires"]) - time.time())) <= 2
+    assert "no --allow-server" not in sniffer.output()
+
+
+def test_no_allow_server_is_a_warning_at_start(link: Link, rc: redis.Redis,
+                                               start: Start) -> None:
+    sniffer = start()
+    assert re.search(r"WARNING no --allow-server given", sniffer.output())
+
+
+def test_metrics_serve_the_counters(link: Link, rc: redis.Redis, start: Start) -> None:
+    start("--allow-server", S1, "--metrics-port", str(METRICS_PORT))
+    link.send([*exchanges(0, 3), frame(b"\x01" * 50, "0.0.0.0", "255.255.255.255", 68, 67)])
+    wait_records(rc, range(0, 3))
+    wait_for(lambda: metrics(link).get("dhcp_hive_mind_rx_packets_total") == 7,
+             "the counters to be published")
+    values = metrics(link)
+    assert values["dhcp_hive_mind_written_total"] == 3
+    assert values["dhcp_hive_mind_dropped_short_total"] == 1
+    assert values["dhcp_hive_mind_rogue_reply_total"] == 0
+    assert values['dhcp_hive_mind_capture_up{interface="v0"}'] == 1
+    assert values["dhcp_hive_mind_active_leases"] == 3
+    assert values["dhcp_hive_mind_capture_to_redis_seconds_count"] == 3
+    assert values["dhcp_hive_mind_redis_write_seconds_count"] >= 1
+    assert values["dhcp_hive_mind_queue_depth"] == 0
+    assert values["dhcp_hive_mind_pending_writes"] == 0
+
+
+# ---- stopping --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_cleanly_after_writing_everything(link: Link, rc: redis.Redis,
+                                                         start: Start, tmp_path: Path,
+                                                         sig: signal.Signals) -> None:
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    sniffer = start("--allow-server", S1, env={"TMPDIR": str(private_tmp)})
+    helpers = processes(sniffer)
+    assert set(helpers) == {"dumpcap", "tshark"}
+    link.send(exchanges(0, 50))
+    sniffer.proc.send_signal(sig)  # at once: the last packets are still in the kernel's hands
+    assert sniffer.proc.wait(30) == 0
+    assert all(rc.exists(client_ip(n)) for n in range(50))
+    for pid in (pid for pids in helpers.values() for pid in pids):
+        assert not Path(f"/proc/{pid}").exists()
+    assert list(private_tmp.iterdir()) == []
+    assert f"{signal.Signals(sig).name}: stopping" in sniffer.output()
+    assert "stopped: 100 packets, 50 leases written" in sniffer.output()
+
+
+# ---- supervision -----------------------------------------------------------------------------
+
+def test_killed_tshark_and_dumpcap_are_replaced(link: Link, rc: redis.Redis,
+                                                start: Start) -> None:
+    sniffer = start("--allow-server", S1)
+    link.send(exchanges(0, 2))
+    wait_records(rc, range(0, 2))
+    (tshark,) = processes(sniffer)["tshark"]
+    os.kill(tshark, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{tshark}").exists(), "tshark to die")
+    link.send(exchanges(2, 2))
+    wait_records(rc, range(2, 4))
+    assert re.search(r"tshark for v0 exited \(tshark was killed by signal 9\)", sniffer.output())
+
+    (dumpcap,) = processes(sniffer)["dumpcap"]
+    os.kill(dumpcap, signal.SIGKILL)
+    sniffer.wait_output(r"capture on v0 resumed")
+    link.send(exchanges(4, 2))
+    wait_records(rc, range(4, 6))
+    assert re.search(r"capture on v0 stopped: dumpcap was killed by signal 9", sniffer.output())
+
+
+def test_capture_resumes_when_the_interface_returns(link: Link, rc: redis.Redis,
+                                                    start: Start) -> None:
+    sniffer = start("--allow-server", S1)
+    link.delete()
+    sniffer.wait_output(r"capture on v0 stopped: .*no longer attached")
+    time.sleep(2.5)  # a few failed retries while it is gone
+    link.create()
+    sniffer.wait_output(r"capture on v0 resumed", timeout=40)
+    link.send(exchanges(0, 3))
+    wait_records(rc, range(0, 3))
+    output = sniffer.output()
+    assert output.count("capture on v0 stopped") == 1  # logged once, not at every retry
+    assert output.count("capture on v0 resumed") == 1
+
+
+def test_scheduled_restarts_lose_and_repeat_nothing(link: Link, rc: redis.Redis,
+                                                    start: Start) -> None:
+    start("--allow-server", S1, "--restart-every", "1", "--metrics-port", str(METRICS_PORT))
+    link.send(exchanges(0, 200), gap=0.01)  # about 4 s of traffic across several handovers
+    wait_records(rc, range(0, 200))
+    wait_for(lambda: metrics(link).get("dhcp_hive_mind_rx_packets_total") == 400,
+             "all 400 packets counted")
+    values = metrics(link)
+    restarts = values['dhcp_hive_mind_capture_restarts_total{interface="v0",process="dumpcap",'
+                      'reason="scheduled"}']
+    assert restarts >= 2
+    time.sleep(1.5)  # a later publication would show a packet delivered twice
+    assert metrics(link)["dhcp_hive_mind_rx_packets_total"] == 400
+
+
+def test_kernel_drops_are_counted_and_logged(link: Link, rc: redis.Redis, start: Start) -> None:
+    sniffer = start("--allow-server", S1, "--buffer-size", "1", "--restart-every", "3",
+                    "--metrics-port", str(METRICS_PORT))
+    (dumpcap,) = processes(sniffer)["dumpcap"]
+    os.kill(dumpcap, signal.SIGSTOP)  # the kernel buffer (1 MiB) fills up and overflows
+    try:
+        link.send(exchanges(0, 3000))
+    finally:
+        os.kill(dumpcap, signal.SIGCONT)
+    label = 'dhcp_hive_mind_capture_dropped_packets_total{interface="v0",where="kernel"}'
+    wait_for(lambda: metrics(link).get(label, 0) > 0, "drops reported", timeout=30)
+    assert re.search(r"WARNING capture on v0 dropped \d+ packets \(kernel \d+", sniffer.output())
+
+
+# ---- start-up problems -----------------------------------------------------------------------
+
+def test_an_unknown_interface_fails_at_start(link: Link, socket_redis: RedisServer,
+                                             tmp_path: Path) -> None:
+    daemon = sniff_daemon(link.ns, ["-i", "nosuch0", "--redis-url", socket_redis.url],
+                          tmp_path / "log")
+    assert daemon.proc.wait(30) == 1
+    lines = daemon.output().strip().splitlines()
+    assert lines[-1] == ('dhcp-hive-mind: error: There is no device named "nosuch0". '
+                         "(No such device exists)")
+    assert not children(daemon.proc.pid)
+
+
+def test_unreachable_redis_fails_at_start(link: Link, tmp_path: Path) -> None:
+    daemon = sniff_daemon(link.ns, ["-i", "v0", "--redis-url", f"unix://{tmp_path}/none.sock"],
+                          tmp_path / "log")
+    assert daemon.proc.wait(30) == 1
+    assert re.fullmatch(r"dhcp-hive-mind: error: Redis at unix://\S+ unreachable: .*\n",
+                        daemon.output())
+
+
+def test_a_busy_metrics_port_fails_at_start(link: Link, rc: redis.Redis, start: Start,
+                                            socket_redis: RedisServer, tmp_path: Path) -> None:
+    start("--metrics-port", str(METRICS_PORT))
+    second = sniff_daemon(link.ns, ["-i", "v0", "--redis-url", socket_redis.url,
+                                    "--metrics-port", str(METRICS_PORT)], tmp_path / "log2")
+    assert second.proc.wait(30) == 1
+    assert f"error: metrics on 127.0.0.1:{METRICS_PORT}: Address already in use" in \
+        second.output()
+
+
+# ---- unprivileged ----------------------------------------------------------------------------
+
+@pytest.fixture
+def as_user(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    """A throwaway system user and the command prefix that runs a program as it; dumpcap has no
+    file capabilities meanwhile. The user is removed and dumpcap's capabilities are restored."""
+    for name in ("setcap", "getcap", "setpriv", "useradd", "unshare"):
+        require_tool(name)
+    user = f"hive{secrets.token_hex(3)}"
+    run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user])
+    dumpcap = require_tool("dumpcap")
+    original = run([require_tool("getcap"), dumpcap]).split(maxsplit=1)
+    try:
+        subprocess.run([require_tool("setcap"), "-r", dumpcap], capture_output=True, check=False)
+        entry = pwd.getpwnam(user)
+        setpriv = [require_tool("setpriv"), f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                   "--clear-groups", "--inh-caps=-all"]
+        yield user, [*reach_interpreter(tmp_path), *setpriv]
+    finally:
+        if len(original) == 2:
+            run([require_tool("setcap"), original[1].strip(), dumpcap])
+        else:
+            subprocess.run([require_tool("setcap"), "-r", dumpcap], capture_output=True,
+                           check=False)
+        subprocess.run(["userdel", user], capture_output=True, check=False)
+
+
+def reach_interpreter(tmp_path: Path) -> list[str]:
+    """A prefix that lets other users run this Python when it sits in a private directory (such
+    as /root/.pyenv): in a mount namespace of its own, the private directory is covered by an
+    open one holding only the interpreter's subtree. Nothing changes outside that namespace."""
+    real = Path(os.path.realpath(sys.executable))
+    closed = [d for d in real.parents if not os.stat(d).st_mode & 0o001]
+    if not closed:
+        return []
+    if len(closed) > 1 or closed[0] in REPO.parents:
+        pytest.skip(f"other users cannot run {real}")
+    private = closed[0]
+    child = real.relative_to(private).parts[0]
+    cover = tmp_path / "cover"
+    (cover / child).mkdir(parents=True)
+    cover.chmod(0o755)
+    script = 'mount --bind "$1" "$2/$3" && mount --rbind "$2" "$4" && shift 4 && exec "$@"'
+    return [require_tool("unshare"), "--mount", "--propagation", "private", "sh", "-c", script,
+            "sh", str(private / child), str(cover), child, str(private)]
+
+
+def test_an_unprivileged_user_needs_dumpcap_capabilities(
+        link: Link, rc: redis.Redis, socket_redis: RedisServer, tmp_path: Path,
+        as_user: tuple[str, list[str]]) -> None:
+    user, prefix = as_user
+    argv = ["-i", "v0", "--redis-url", socket_redis.url, "--allow-server", S1]
+    denied = sniff_daemon(link.ns, argv, tmp_path / "denied.log", prefix=prefix)
+    assert denied.proc.wait(30) == 1
+    assert re.search(r"error: dumpcap may not capture on v0: You do not have permission .*"
+                     r"setcap cap_net_raw,cap_net_admin\+eip", denied.output())
+
+    run([require_tool("setcap"), SETCAP, require_tool("dumpcap")])
+    allowed = sniff_daemon(link.ns, argv, tmp_path / "allowed.log", prefix=prefix)
+    try:
+        allowed.wait_output(r"capturing on v0")
+        assert Path(f"/proc/{allowed.proc.pid}").stat().st_uid == pwd.getpwnam(user).pw_uid
+        link.send(exchanges(0, 2))
+        wait_records(rc, range(0, 2))
+        assert allowed.stop(signal.SIGTERM) == 0
+    finally:
+        allowed.stop(signal.SIGKILL)
+
+
+# ---- the pcapng stream and dumpcap's last words (no root needed) ------------------------------
+
+def test_blocks_are_cut_whole_however_the_stream_arrives() -> None:
+    stream = (REPO / "pcaps" / "relayed_dora_both_legs.pcapng").read_bytes()
+    whole = BlockSplitter().feed(stream)
+    assert whole[0].type == SHB and sum(b.type == 6 for b in whole) == 8
+    assert b"".join(b.data for b in whole) == stream
+    for size in (1, 7, 100, 4096):
+        splitter = BlockSplitter()
+        pieces = [b for i in range(0, len(stream), size) for b in splitter.feed(stream[i:i + size])]
+        assert pieces == whole
+
+
+def test_a_corrupt_stream_is_a_capture_error() -> None:
+    with pytest.raises(CaptureError, match="corrupt pcapng block"):
+        BlockSplitter().feed(b"\x06\x00\x00\x00\x05\x00\x00\x00" + bytes(8))
+
+
+def test_dumpcap_statistics_and_errors_are_read() -> None:
+    end = _dumpcap_end(0, [
+        "Capturing on 'v0'", "File: -", "Packets captured: 10",
+        "Packets received/dropped on interface 'v0': 10/7 (pcap:5/dumpcap:0/flushed:0/"
+        "ps_ifdrop:2) (58.8%)"])
+    assert (end.message, end.received, end.dropped) == ("", 10, 7)
+    assert end.drops == {"pcap": 5, "dumpcap": 0, "flushed": 0, "ps_ifdrop": 2}
+    denied = _dumpcap_end(1, [
+        "Capturing on 'v0'", 'dumpcap: You do not have permission to capture on device "v0".',
+        "(socket: Operation not permitted)", "Please check to make sure you have sufficient "
+        "permissions.", "", "On Debian and Debian derivatives such as Ubuntu, ..."])
+    assert denied.permission
+    assert denied.message == ('You do not have permission to capture on device "v0". '
+                              "(socket: Operation not permitted)")
+    killed = _dumpcap_end(-9, ["Capturing on 'v0'"])
+    assert (killed.message, killed.permission) == ("dumpcap was killed by signal 9", False)
