@@ -20,9 +20,18 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.text import Text
 
 from sniffer import __version__
-from sniffer.capture import CaptureError, FileCapture
+from sniffer.capture import DEFAULT_PORTS, DUMPCAP_BUFFER_MIB, CaptureError, FileCapture
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
 from sniffer.lease import Lease
+from sniffer.live import (
+    SniffConfig,
+    Sniffer,
+    SniffError,
+    configure_logging,
+    log,
+    run_sniffer,
+    run_sniffer_with_view,
+)
 from sniffer.pipeline import Pipeline
 from sniffer.store import Keys, LeaseStore, StoreError, close_redis, mask_url, open_redis
 from sniffer.tracker import Tracker, TrackerConfig
@@ -491,6 +500,108 @@ def _decode_row(msg: DhcpMessage) -> Text:
             f"{msg.mac or '-':<17} {msg.ciaddr:<15} {msg.yiaddr:<15} {msg.giaddr:<15} "
             f"{msg.server_id or '-':<15} {lease:>8} ")
     return Text(text) + safe(msg.fqdn or msg.hostname or "")
+
+
+# ---- sniff -----------------------------------------------------------------------------------
+# The tracker options as aliases, for sniff (replay spells the same options out inline).
+
+AllowServers = Annotated[list[str] | None, typer.Option(
+    "--allow-server", help="A DHCP server whose replies are trusted (repeatable). Without any, "
+    "every server is trusted.", show_default=False)]
+StrictSource = Annotated[bool, typer.Option(
+    "--strict-source", help="Replies must also come from an allowed server's or a trusted "
+    "relay's IP address.")]
+TrustedRelays = Annotated[list[str] | None, typer.Option(
+    "--trusted-relay", help="A relay whose copies of replies are trusted under --strict-source "
+    "(repeatable).", show_default=False)]
+Supersede = Annotated[bool, typer.Option(
+    "--supersede/--no-supersede", help="A new lease deletes the same client's other leases on "
+    "the same subnet.")]
+PrefixLen = Annotated[int, typer.Option(
+    "--prefix-len", min=0, max=32, help="Subnet prefix length when an ACK carries no subnet "
+    "mask.")]
+Bootp = Annotated[bool, typer.Option("--bootp/--no-bootp",
+                                     help="Track BOOTP replies (infinite leases).")]
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+@app.command()
+@reports_errors
+def sniff(
+    interface: Annotated[list[str], typer.Option(
+        "-i", "--interface", help="Interface to capture on (repeatable); any: all of them.",
+        show_default=False)],
+    redis_url: RedisUrl = None,
+    key_prefix: KeyPrefix = "",
+    namespace: Namespace = "dhcp-hive-mind",
+    allow_server: AllowServers = None,
+    strict_source: StrictSource = False,
+    trusted_relay: TrustedRelays = None,
+    supersede: Supersede = True,
+    prefix_len: PrefixLen = 24,
+    bootp: Bootp = True,
+    port: Annotated[list[int] | None, typer.Option(
+        "--port", min=1, max=65535, help="DHCP ports (repeatable) [default: 67 and 68]",
+        show_default=False)] = None,
+    buffer_size: Annotated[int, typer.Option(
+        "--buffer-size", min=1, help="Kernel capture buffer per interface, in MiB (dumpcap -B): "
+        "what absorbs a burst while the sniffer is busy.")] = DUMPCAP_BUFFER_MIB,
+    restart_every: Annotated[float, typer.Option(
+        "--restart-every", min=0, help="Seconds between scheduled restarts of dumpcap and "
+        "tshark, which cap tshark's memory; no packet is lost or seen twice. 0: never.")
+    ] = 3600.0,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port "
+        "(/metrics).", show_default=False)] = None,
+    metrics_address: Annotated[str, typer.Option(
+        "--metrics-address", help="Address the metrics server listens on.")] = "127.0.0.1",
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="Least severe messages "
+                                                "logged.")] = LogLevel.info,
+    with_view: Annotated[bool, typer.Option(
+        "--view", help="Show the full-screen live view while sniffing (q stops both).")
+    ] = False,
+) -> None:
+    """Capture DHCP traffic live and mirror the leases into Redis, until SIGINT or SIGTERM."""
+    configure_logging(log_level.value)
+    config = TrackerConfig(
+        allowed_servers=_ipv4(allow_server or (), "--allow-server"),
+        strict_source=strict_source,
+        trusted_relays=_ipv4(trusted_relay or (), "--trusted-relay"),
+        supersede_same_subnet=supersede,
+        default_prefix_len=prefix_len,
+        track_bootp=bootp,
+        capture_clock=True,  # R-T-3: live sniffing always uses the capture clock
+    )
+    sniff_config = SniffConfig(interfaces=tuple(interface), ports=tuple(port or DEFAULT_PORTS),
+                               buffer_mib=buffer_size, restart_every=restart_every)
+    with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
+        if not config.allowed_servers:
+            log.warning("no --allow-server given: replies from every DHCP server are trusted, "
+                        "rogue servers included")
+        tracker = Tracker(config)
+        tracker.restore(store.load())
+        sniffer = Sniffer(sniff_config, tracker, store)
+        try:
+            if with_view:
+                viewer = LeaseStore(store.client, store.keys, capture_clock=True)
+                totals = run_sniffer_with_view(sniffer, lambda stop: run_view(
+                    viewer, stop, source=_source(redis_url)), metrics_port=metrics_port,
+                    metrics_address=metrics_address)
+            else:
+                totals = run_sniffer(sniffer, metrics_port=metrics_port,
+                                     metrics_address=metrics_address)
+        except (SniffError, ViewError) as problem:
+            raise UsageProblem(str(problem)) from None
+    log.info("stopped: %s packets, %s leases written, %s deleted, %s replies rejected, "
+             "%s malformed packets dropped", f"{totals['rx_packets']:,}",
+             f"{totals['written']:,}", f"{totals['deleted']:,}", f"{totals['rejected']:,}",
+             f"{totals['malformed']:,}")
 
 
 def main() -> None:
