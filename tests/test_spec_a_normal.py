@@ -6,29 +6,25 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_a import (
-    INFINITE,
-    N1_LEASE,
-    OPT82,
-    Case,
-    ack,
-    case2_record,
-    offer,
-)
 from specharness import (
     BCAST,
     DISCOVER,
+    INFINITE,
+    N1_LEASE,
     R1,
     REQUEST,
     S1,
     S2,
     ZERO,
     A,
+    Case,
     X,
+    ack,
     assert_absent,
     assert_lease,
     assert_only,
     assert_unchanged,
+    case2_record,
     client_msg,
     o,
     o_host,
@@ -37,6 +33,7 @@ from specharness import (
     o_rapid,
     o_req,
     o_server,
+    offer,
     payload,
     snapshot,
 )
@@ -229,10 +226,7 @@ def test_case_11(redis_url: str, rclient: Redis, tmp_path: Path, lease: int,
     (also when earlier than before), updated=t0+600, xid=0000100b."""
     c = Case(redis_url, tmp_path)
     c.setup_lease("192.0.2.100", xid=0x1001, at=0)
-    c.add(600, client_msg(REQUEST, 0x100B, A, ci="192.0.2.100"), src="192.0.2.100", dst=S1)
-    c.add(600.1, ack(0x100B, "192.0.2.100", lease=lease, ci="192.0.2.100"), src=S1,
-          dst="192.0.2.100")
-    c.feed()
+    c.renew(0x100B, "192.0.2.100", at=600, lease=lease).feed()
     expected = c.rec("192.0.2.100", A, S1, 0x100B, 600.1, lease)
     assert expected["expires"] == str(c.t0 + expires)
     assert expected["updated"] == str(c.t0 + 600)
@@ -245,15 +239,7 @@ def test_case_12(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     hostname_src=prev, giaddr/circuit_id/remote_id as before."""
     c = Case(redis_url, tmp_path)
     c.relayed_exchange(range(1, 9), xid=0x1002, yi=N1_LEASE, relay=R1).feed()
-    rebind = client_msg(REQUEST, 0x100C, A, ci=N1_LEASE)
-    relayed = client_msg(REQUEST, 0x100C, A, OPT82, ci=N1_LEASE, gi=R1)
-    c.add(3150.00, rebind, src=N1_LEASE, dst=BCAST)
-    c.add(3150.00, relayed, src=R1, dst=S1, sport=67, dport=67)
-    c.add(3150.00, relayed, src=R1, dst=S2, sport=67, dport=67)
-    c.add(3150.05, ack(0x100C, N1_LEASE, OPT82, server=S2, ci=N1_LEASE, gi=R1), src=S2, dst=R1,
-          sport=67, dport=67)
-    c.add(3150.05, ack(0x100C, N1_LEASE, server=S2, ci=N1_LEASE, gi=R1), src=R1, dst=N1_LEASE)
-    c.feed()
+    c.relayed_rebind(0x100C, N1_LEASE, server=S2).feed()
     expected = case2_record(c, 3150.05, xid=0x100C, server=S2, hostname_src="prev")
     assert expected["expires"] == str(c.t0 + 3150 + 3600)
     assert_lease(rclient, expected)
@@ -264,7 +250,7 @@ def test_case_13(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 13: rapid commit DISCOVER + ACK: L(.120) = REC(.., 0000100d, 0.1, 600) + cam1/req12."""
     c = Case(redis_url, tmp_path)
     c.add(0.0, client_msg(DISCOVER, 0x100D, A, o_rapid(), o_host("cam1")))
-    c.add(0.1, ack(0x100D, "192.0.2.120", o_rapid(), lease=600), src=S1)
+    c.add(0.1, ack(0x100D, "192.0.2.120", A, o_rapid(), lease=600), src=S1)
     c.feed()
     assert_lease(rclient, c.rec("192.0.2.120", A, S1, 0x100D, 0.1, 600, hostname="cam1",
                                 hostname_src="req12"))
@@ -274,7 +260,7 @@ def test_case_13(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 def _case_14(c: Case) -> None:
     c.add(0.0, client_msg(DISCOVER, 0x100E, A, o_rapid()))
     c.add(0.1, offer(0x100E, "192.0.2.150", server=S2), src=S2)
-    c.add(0.1, ack(0x100E, "192.0.2.120", o_rapid(), lease=600), src=S1)
+    c.add(0.1, ack(0x100E, "192.0.2.120", A, o_rapid(), lease=600), src=S1)
     c.feed()
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_a import N1_LEASE, Case, ack, nak, offer
 from specharness import (
     BCAST,
     DECLINE,
     DISCOVER,
     ID_A,
     INFORM,
+    N1_LEASE,
     R1,
     R2,
     RELEASE,
@@ -23,17 +23,21 @@ from specharness import (
     ZERO,
     A,
     B,
+    Case,
     X,
+    ack,
     assert_absent,
     assert_lease,
     assert_only,
     assert_unchanged,
     client_msg,
+    nak,
     o,
     o_cid,
     o_host,
     o_req,
     o_server,
+    offer,
     snapshot,
 )
 
@@ -50,7 +54,7 @@ def test_case_17(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     c.add(0.00, client_msg(REQUEST, 0x1011, A, o_req(N1_LEASE)))
     c.add(0.00, client_msg(REQUEST, 0x1011, A, o_req(N1_LEASE), gi=R2), src=R2, dst=S1,
           sport=67, dport=67)
-    wrong_network = nak(0x1011, o(56, b"wrong network"), gi=R2, flags=0x8000)
+    wrong_network = nak(0x1011, A, o(56, b"wrong network"), gi=R2, flags=0x8000)
     c.add(0.01, wrong_network, src=S1, dst=R2, sport=67, dport=67)
     c.feed()
     assert_only(rclient)
@@ -65,7 +69,7 @@ def test_case_17(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 def test_case_18(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 18: a NAK to A for an address whose record belongs to B leaves L(.100) unchanged."""
     c = Case(redis_url, tmp_path)
-    expected = c.setup_lease("192.0.2.100", ch=B)
+    expected = c.setup_lease("192.0.2.100", chaddr=B)
     before = snapshot(rclient)
     c.add(0.0, client_msg(REQUEST, 0x1012, A, o_req("192.0.2.100")))
     c.add(0.1, nak(0x1012), src=S1)
@@ -156,7 +160,7 @@ def test_case_23(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
 def test_case_24(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 24: A's DECLINE of an address whose record is B's leaves L(.100) unchanged."""
     c = Case(redis_url, tmp_path)
-    expected = c.setup_lease("192.0.2.100", ch=B)
+    expected = c.setup_lease("192.0.2.100", chaddr=B)
     before = snapshot(rclient)
     c.add(0.0, client_msg(DECLINE, 0x1024, A, o_req("192.0.2.100"), o_server(S1)))
     c.feed()
@@ -238,11 +242,11 @@ def test_case_28(redis_url: str, rclient: Redis, tmp_path: Path, relayed: bool) 
             c.add(delta, inform, src=ip, dst=BCAST)
             c.add(delta + 0.001, client_msg(INFORM, xid, ch, o_host(name), ci=ip, gi=R1),
                   src=R1, dst=S1, sport=67, dport=67)
-            c.add(delta + 0.1, ack(xid, ZERO, lease=None, ch=ch, ci=ip, gi=R1), src=S1, dst=R1,
+            c.add(delta + 0.1, ack(xid, ZERO, ch, lease=None, ci=ip, gi=R1), src=S1, dst=R1,
                   sport=67, dport=67)
         else:
             c.add(delta, inform, src=ip, dst=BCAST if ch == B else S1)
-            c.add(delta + 0.1, ack(xid, ZERO, lease=None, ch=ch, ci=ip), src=S1, dst=ip)
+            c.add(delta + 0.1, ack(xid, ZERO, ch, lease=None, ci=ip), src=S1, dst=ip)
     c.feed()
     assert_absent(rclient, b_ip)
     assert_unchanged(before, rclient)

@@ -6,35 +6,33 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_a import (
-    CIRCUIT_ID,
-    N1_LEASE,
-    OPT82,
-    REMOTE_ID,
-    Case,
-    ack,
-    case2_record,
-    offer,
-)
 from specharness import (
+    CIRCUIT_ID,
     DISCOVER,
     ID_A,
+    N1_LEASE,
+    OPT82,
     R1,
     R1B,
     R2,
+    REMOTE_ID,
     REQUEST,
     S1,
     S2,
     A,
     B,
+    Case,
+    ack,
     assert_lease,
     assert_only,
     assert_unchanged,
+    case2_record,
     client_msg,
     o_cid,
     o_host,
     o_req,
     o_server,
+    offer,
     snapshot,
 )
 
@@ -52,7 +50,7 @@ def test_case_31(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
         opts.append(o_cid(ID_A))
         extra["client_id"] = ID_A.hex()
     ci = "192.0.2.100" if variant == "31d" else "0.0.0.0"
-    c.add(0.0, ack(0x2001, "192.0.2.100", *opts, ci=ci), src=S1)
+    c.add(0.0, ack(0x2001, "192.0.2.100", A, *opts, ci=ci), src=S1)
     c.feed()
     assert_lease(rclient, c.rec("192.0.2.100", A, S1, 0x2001, 0, 3600, **extra))
     assert_only(rclient, "192.0.2.100")
@@ -126,14 +124,9 @@ def test_case_35(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 35: a retransmitted REQUEST answered again 4 s later: expires=t0+3600 after #2, then
     expires=t0+4+3600 and updated=t0+4 after #4."""
     c = Case(redis_url, tmp_path)
-    request = client_msg(REQUEST, 0x2005, A, o_req("192.0.2.100"), o_server(S1))
-    c.add(0.0, request)
-    c.add(0.1, ack(0x2005, "192.0.2.100"), src=S1)
-    c.feed()
+    c.request_ack(0x2005, "192.0.2.100").feed()
     assert_lease(rclient, c.rec("192.0.2.100", A, S1, 0x2005, 0.1, 3600))
-    c.add(4.0, request)
-    c.add(4.1, ack(0x2005, "192.0.2.100"), src=S1)
-    c.feed()
+    c.request_ack(0x2005, "192.0.2.100", at=4.0).feed()
     expected = c.rec("192.0.2.100", A, S1, 0x2005, 4.1, 3600)
     assert (expected["expires"], expected["updated"]) == (str(c.t0 + 3604), str(c.t0 + 4))
     assert_lease(rclient, expected)
@@ -144,13 +137,13 @@ def test_case_36(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 36: B's ACK for A's address: L(.100) = REC(.100, B, S1, 00002006, 0.3, 3600) with no
     client_id, hostname or circuit_id of A's; `reassigned` is incremented."""
     c = Case(redis_url, tmp_path)
-    c.add(-100, ack(0xABCD, "192.0.2.100", o_cid(ID_A), o_host("alpha"), OPT82, gi=R1), src=S1,
+    c.add(-100, ack(0xABCD, "192.0.2.100", A, o_cid(ID_A), o_host("alpha"), OPT82, gi=R1), src=S1,
           dst=R1, sport=67, dport=67)
     c.feed()
     assert_lease(rclient, c.rec("192.0.2.100", A, S1, 0xABCD, -100, 3600, client_id=ID_A.hex(),
                                 hostname="alpha", hostname_src="ack12", giaddr=R1,
                                 circuit_id=CIRCUIT_ID, remote_id=REMOTE_ID))
-    c.dora(0x2006, "192.0.2.100", ch=B).feed()
+    c.dora(0x2006, "192.0.2.100", chaddr=B).feed()
     assert_lease(rclient, c.rec("192.0.2.100", B, S1, 0x2006, 0.3, 3600))
     assert_only(rclient, "192.0.2.100")
     assert c.counter("reassigned") == 1
@@ -192,7 +185,7 @@ def test_case_39(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     (last writer wins, `reassigned`), nothing of A's kept."""
     c = Case(redis_url, tmp_path)
     c.dora(0x2008, "192.0.2.100", ack_at=0.0)
-    c.dora(0x2009, "192.0.2.100", ch=B, server=S2, ack_at=30.0)
+    c.dora(0x2009, "192.0.2.100", chaddr=B, server=S2, ack_at=30.0)
     c.feed()
     assert_lease(rclient, c.rec("192.0.2.100", B, S2, 0x2009, 30, 3600))
     assert_only(rclient, "192.0.2.100")

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_a import INFINITE, Case, ack
 from specharness import (
     ACK,
+    INFINITE,
     REQUEST,
     S1,
     A,
+    Case,
+    ack,
     assert_lease,
     assert_only,
     assert_unchanged,
@@ -102,8 +104,8 @@ def test_case_43(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
     absent so the ACK is not applied; 51 inside the overloaded `file` field is valid."""
     c = Case(redis_url, tmp_path)
     reply = {
-        "43a": ack(0x3004, IP, o(51, b"\x00\x0e\x10"), lease=None),
-        "43b": ack(0x3004, IP, o_lease(3600), o_lease(3600), lease=None),
+        "43a": ack(0x3004, IP, A, o(51, b"\x00\x0e\x10"), lease=None),
+        "43b": ack(0x3004, IP, A, o_lease(3600), o_lease(3600), lease=None),
         "43c": _overloaded_ack(0x3004, IP),
     }[variant]
     c.add(0.0, client_msg(REQUEST, 0x3004, A, o_req(IP)))

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_a import Case, ack
 from specharness import (
     RELEASE,
     S1,
     A,
+    Case,
+    ack,
     assert_lease,
     assert_only,
     assert_unchanged,
