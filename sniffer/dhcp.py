@@ -36,6 +36,7 @@ _CHADDR, _SNAME, _FILE, _COOKIE_AT, _OPTIONS = 28, 44, 108, 236, 240
 _COOKIE = b"\x63\x82\x53\x63"
 
 _PAD, _END, _OVERLOAD = 0, 255, 52
+_ZERO, _ZERO_ADDRESS = "0.0.0.0", bytes(4)
 
 # bytes.translate deletion tables, built once.
 _HOSTNAME_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
@@ -43,7 +44,8 @@ _NOT_HOSTNAME = bytes(b for b in range(256) if b not in _HOSTNAME_CHARS)
 _NOT_LABEL = _NOT_HOSTNAME + b"."  # R-HN-3: a "." octet inside a wire-format label is removed
 _NOT_PRINTABLE = bytes(b for b in range(256) if not 0x20 <= b <= 0x7E)
 
-# Option 1 values that are contiguous netmasks, with their dotted form.
+# Option 1 values that are contiguous netmasks (/0 to /32), with their dotted form: any other
+# value reads as absent.
 _NETMASKS = {
     mask.to_bytes(4, "big"): inet_ntoa(mask.to_bytes(4, "big"))
     for mask in ((0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF for prefix in range(33))
@@ -250,13 +252,13 @@ def _relay_agent_info(value: bytes) -> tuple[str | None, str | None] | None:
     return circuit_id, remote_id
 
 
-def _contiguous_mask(value: bytes) -> str | None:
-    """Option 1: a netmask whose one-bits are contiguous from the top (/0 to /32)."""
-    return _NETMASKS.get(value)
-
-
 def _address(value: bytes) -> str | None:
     return inet_ntoa(value) if len(value) == 4 else None
+
+
+def _dotted(address: bytes) -> str:
+    """A header address; 0.0.0.0, the most common, without a call to inet_ntoa."""
+    return _ZERO if address == _ZERO_ADDRESS else inet_ntoa(address)
 
 
 def _addresses(value: bytes) -> tuple[str, ...]:
@@ -355,10 +357,11 @@ def decode(datagram: Datagram) -> DhcpMessage:
     found, framing_error = _walk_all(buf)
     msg_type = _message_type(op, found.get(53), framing_error or datagram.truncated)
 
-    option = found.get  # an absent option reads as b"", which no check below accepts
-    lease_time = option(51, b"")
-    client_id = option(61, b"")
-    relay_ids = _relay_agent_info(option(82, b""))
+    # Absent options skip their parsers: each would return None (or ()) for no value.
+    get = found.get
+    relay_ids = _relay_agent_info(value) if (value := get(82)) is not None else None
+    client_id = get(61)
+    lease_time = get(51)
     return DhcpMessage(
         ts=datagram.ts,
         src=datagram.src,
@@ -373,26 +376,29 @@ def decode(datagram: Datagram) -> DhcpMessage:
         xid=xid,
         secs=secs,
         flags=flags,
-        ciaddr=inet_ntoa(ciaddr),
-        yiaddr=inet_ntoa(yiaddr),
-        siaddr=inet_ntoa(siaddr),
-        giaddr=inet_ntoa(giaddr),
+        ciaddr=_dotted(ciaddr),
+        yiaddr=_dotted(yiaddr),
+        siaddr=_dotted(siaddr),
+        giaddr=_dotted(giaddr),
         chaddr=buf[_CHADDR : _CHADDR + hlen],
         msg_type=msg_type,
-        server_id=_address(option(54, b"")),
-        requested_ip=_address(option(50, b"")),
-        lease_time=int.from_bytes(lease_time, "big") if len(lease_time) == 4 else None,
-        subnet_mask=_contiguous_mask(option(1, b"")),
-        routers=_addresses(option(3, b"")),
-        hostname=sanitize_hostname(option(12, b"")),
-        fqdn=_fqdn(option(81, b"")),
-        client_id=client_id.hex() if 2 <= len(client_id) <= 255 else None,
-        rapid_commit=found.get(80) == b"",
+        server_id=_address(value) if (value := get(54)) is not None else None,
+        requested_ip=_address(value) if (value := get(50)) is not None else None,
+        lease_time=(int.from_bytes(lease_time, "big")
+                    if lease_time is not None and len(lease_time) == 4 else None),
+        subnet_mask=_NETMASKS.get(value) if (value := get(1)) is not None else None,
+        routers=_addresses(value) if (value := get(3)) is not None else (),
+        hostname=sanitize_hostname(value) if (value := get(12)) is not None else None,
+        fqdn=_fqdn(value) if (value := get(81)) is not None else None,
+        client_id=(client_id.hex()
+                   if client_id is not None and 2 <= len(client_id) <= 255 else None),
+        rapid_commit=get(80) == b"",
         relay_info=relay_ids is not None,
         circuit_id=relay_ids[0] if relay_ids is not None else None,
         remote_id=relay_ids[1] if relay_ids is not None else None,
-        vendor_class=option(60, b"").translate(None, _NOT_PRINTABLE).decode("ascii") or None,
-        param_request_list=tuple(option(55, b"")),
+        vendor_class=(value.translate(None, _NOT_PRINTABLE).decode("ascii") or None
+                      if (value := get(60)) is not None else None),
+        param_request_list=tuple(value) if (value := get(55)) is not None else (),
         option_codes=tuple(found),
         framing_error=framing_error,
         capture_truncated=datagram.truncated,

@@ -396,10 +396,6 @@ class Tracker:
 
     def _supersede(self, lease: Lease, msg: DhcpMessage) -> list[Command]:
         """G14: delete the client's other records on the same subnet, oldest grant first."""
-        prefix = self.config.default_prefix_len
-        mask = (_ip_int(msg.subnet_mask) if msg.subnet_mask is not None
-                else (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF)
-        subnet = _ip_int(lease.ip) & mask
         identity = _lease_identity(lease)
         candidates: set[str] = set()
         if identity[0] is not None:
@@ -407,6 +403,12 @@ class Tracker:
         if identity[1] is not None:
             candidates |= self._by_hw.get(identity[1], set())
         candidates.discard(lease.ip)
+        if not candidates:  # the usual case: the client holds no other record
+            return []
+        prefix = self.config.default_prefix_len
+        mask = (_ip_int(msg.subnet_mask) if msg.subnet_mask is not None
+                else (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF)
+        subnet = _ip_int(lease.ip) & mask
         commands: list[Command] = []
         for ip in sorted(candidates, key=_ip_int):
             other = self._current(ip, lease.updated)
@@ -509,7 +511,10 @@ class Tracker:
         if group is None:
             return None
         horizon = ts - self.config.txn_ttl
-        for txn in [txn for txn in group if txn.last <= horizon]:
+        stale = [txn for txn in group if txn.last <= horizon]
+        if not stale:  # the usual case: nothing to drop
+            return group
+        for txn in stale:
             self._drop(txn)
         return self._groups.get(group_key)
 
