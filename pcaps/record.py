@@ -76,12 +76,44 @@ def release(path: Path) -> None:
         capture.stop()
 
 
+def relayed_release_both_legs(path: Path) -> None:
+    """A relayed DORA, then DHCPRELEASE, captured on both relay legs."""
+    with Lab(relayed_clients=1) as lab:
+        lab.clients[0].hostname = "relayed-releaser"
+        capture = lab.capture("relay", ["up0", "down0"], path)
+        lab.clients[0].obtain()
+        lab.clients[0].release()
+        capture.stop()
+
+
+def relayed_dora_any(path: Path) -> None:
+    """A relayed DORA captured on the relay host with `-i any`: Linux cooked capture (SLL)."""
+    with Lab(relayed_clients=1) as lab:
+        lab.clients[0].hostname = "any-client"
+        capture = lab.capture("relay", ["any"], path)
+        lab.clients[0].obtain()
+        capture.stop()
+
+
+def perfdhcp_both_legs(path: Path) -> None:
+    """Load from perfdhcp (5 simulated clients, no hostnames) through the relay host, captured
+    on both legs. perfdhcp plays the relay agent, so its requests carry giaddr from the start
+    and are routed; dhcrelay relays a second copy of each, and Kea answers both."""
+    with Lab(relayed_clients=0) as lab:
+        capture = lab.capture("relay", ["up0", "down0"], path)
+        lab.perfdhcp(5, rate=5)
+        capture.stop()
+
+
 RECORDINGS: dict[str, Callable[[Path], None]] = {
     "plain_dora.pcap": plain_dora,
     "relayed_dora_both_legs.pcapng": relayed_dora_both_legs,
     "renewal.pcap": renewal,
     "relayed_renewal_both_legs.pcapng": relayed_renewal_both_legs,
     "release.pcap": release,
+    "relayed_release_both_legs.pcapng": relayed_release_both_legs,
+    "relayed_dora_any.pcap": relayed_dora_any,
+    "perfdhcp_both_legs.pcapng": perfdhcp_both_legs,
 }
 
 

@@ -425,17 +425,18 @@ class Lab:
         return leases
 
     def perfdhcp(self, clients: int, *, rate: int = 50, seed: int = 1) -> str:
-        """DORAs of `clients` simulated clients (perfdhcp), through the relay host; its report.
+        """DORAs of `clients` simulated clients (perfdhcp) through the relay host; its report.
 
         perfdhcp plays a relay agent (for DHCPv4 it needs an address): it sits on the client
-        segment at PERF_IP, sets giaddr to it, and its requests are routed to Kea through the
-        relay host, so a capture there sees every message on both legs. dhcrelay relays a
-        second copy of each request as well (see pcaps/README.md), which Kea also answers.
-        MACs count up from PERF_MAC; `seed` makes the xids repeatable.
+        segment at PERF_IP and sends its requests, giaddr set, to dhcrelay, which relays them
+        on to Kea (a chain of two relays); Kea answers to PERF_IP, routed back through the
+        relay host. A capture there sees every message on both legs, once each. MACs count up
+        from PERF_MAC; `seed` makes the xids repeatable.
         """
         ns = self.namespaces.get("perf") or self._perf_namespace()
         argv = ns.cmd(tool("perfdhcp"), "-4", "-l", PERF_IP, "-r", str(rate), "-R", str(clients),
-                      "-n", str(clients), "-s", str(seed), "-b", f"mac={PERF_MAC}", SERVER_IP)
+                      "-n", str(clients), "-s", str(seed), "-b", f"mac={PERF_MAC}",
+                      "-W", "1000000", RELAY_DOWN_IP)  # waits 1 s for the last exchanges
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode not in (0, 3):  # 3: some exchanges did not complete
             raise LabError(f"perfdhcp exited {done.returncode}: {done.stderr.strip()}")
@@ -444,8 +445,6 @@ class Lab:
     def _perf_namespace(self) -> Namespace:
         ns = self._namespace("perf")
         self._plug(ns, "eth0", "br1", "02:00:00:00:02:ff", f"{PERF_IP}/24")
-        ns.ip("route", "add", SERVER_NET, "via", RELAY_DOWN_IP)
-        run(ns.cmd("ping", "-c", "1", "-W", "5", SERVER_IP))  # ARP and routes settled first
         return ns
 
     def capture(self, where: str, interfaces: Sequence[str], path: Path) -> Capture:
