@@ -352,29 +352,45 @@ def test_a_busy_metrics_port_fails_at_start(link: Link, rc: redis.Redis, start: 
 
 # ---- unprivileged ----------------------------------------------------------------------------
 
+class User:
+    """A throwaway system user, and the command prefixes that run a program as it."""
+
+    def __init__(self, name: str, reach: list[str]) -> None:
+        entry = pwd.getpwnam(name)
+        self.name, self.uid = name, entry.pw_uid
+        self._setpriv = [*reach, require_tool("setpriv"), f"--reuid={entry.pw_uid}",
+                         f"--regid={entry.pw_gid}", "--clear-groups"]
+
+    def plain(self) -> list[str]:
+        return [*self._setpriv, "--inh-caps=-all"]
+
+    def ambient(self) -> list[str]:
+        """With CAP_NET_RAW and CAP_NET_ADMIN as ambient capabilities, as the systemd unit's
+        AmbientCapabilities gives them."""
+        caps = "-all,+net_raw,+net_admin"
+        return [*self._setpriv, f"--inh-caps={caps}", f"--ambient-caps={caps}"]
+
+
 @pytest.fixture
-def as_user(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
-    """A throwaway system user and the command prefix that runs a program as it; dumpcap has no
-    file capabilities meanwhile. The user is removed and dumpcap's capabilities are restored."""
+def user(tmp_path: Path) -> Iterator[User]:
+    """A throwaway user; dumpcap has no file capabilities meanwhile. The user is removed and
+    dumpcap's capabilities are restored afterwards."""
     for name in ("setcap", "getcap", "setpriv", "useradd", "unshare"):
         require_tool(name)
-    user = f"hive{secrets.token_hex(3)}"
-    run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user])
+    name = f"hive{secrets.token_hex(3)}"
+    run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
     dumpcap = require_tool("dumpcap")
     original = run([require_tool("getcap"), dumpcap]).split(maxsplit=1)
     try:
         subprocess.run([require_tool("setcap"), "-r", dumpcap], capture_output=True, check=False)
-        entry = pwd.getpwnam(user)
-        setpriv = [require_tool("setpriv"), f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
-                   "--clear-groups", "--inh-caps=-all"]
-        yield user, [*reach_interpreter(tmp_path), *setpriv]
+        yield User(name, reach_interpreter(tmp_path))
     finally:
         if len(original) == 2:
             run([require_tool("setcap"), original[1].strip(), dumpcap])
         else:
             subprocess.run([require_tool("setcap"), "-r", dumpcap], capture_output=True,
                            check=False)
-        subprocess.run(["userdel", user], capture_output=True, check=False)
+        subprocess.run(["userdel", name], capture_output=True, check=False)
 
 
 def reach_interpreter(tmp_path: Path) -> list[str]:
@@ -397,26 +413,66 @@ def reach_interpreter(tmp_path: Path) -> list[str]:
             "sh", str(private / child), str(cover), child, str(private)]
 
 
+def sniff_as(user: User, prefix: list[str], link: Link, url: str, log: Path,
+             rc: redis.Redis, first: int) -> None:
+    """The sniffer, run with `prefix`, captures as `user` and records leases."""
+    argv = ["-i", "v0", "--redis-url", url, "--allow-server", S1]
+    daemon = sniff_daemon(link.ns, argv, log, prefix=prefix)
+    try:
+        daemon.wait_output(r"capturing on v0")
+        assert Path(f"/proc/{daemon.proc.pid}").stat().st_uid == user.uid
+        link.send(exchanges(first, 2))
+        wait_records(rc, range(first, first + 2))
+        assert daemon.stop(signal.SIGTERM) == 0
+    finally:
+        daemon.stop(signal.SIGKILL)
+
+
 def test_an_unprivileged_user_needs_dumpcap_capabilities(
         link: Link, rc: redis.Redis, socket_redis: RedisServer, tmp_path: Path,
-        as_user: tuple[str, list[str]]) -> None:
-    user, prefix = as_user
+        user: User) -> None:
     argv = ["-i", "v0", "--redis-url", socket_redis.url, "--allow-server", S1]
-    denied = sniff_daemon(link.ns, argv, tmp_path / "denied.log", prefix=prefix)
+    denied = sniff_daemon(link.ns, argv, tmp_path / "denied.log", prefix=user.plain())
     assert denied.proc.wait(30) == 1
     assert re.search(r"error: dumpcap may not capture on v0: You do not have permission .*"
                      r"setcap cap_net_raw,cap_net_admin\+eip", denied.output())
 
     run([require_tool("setcap"), SETCAP, require_tool("dumpcap")])
-    allowed = sniff_daemon(link.ns, argv, tmp_path / "allowed.log", prefix=prefix)
+    sniff_as(user, user.plain(), link, socket_redis.url, tmp_path / "allowed.log", rc, 0)
+
+
+def test_ambient_capabilities_are_enough(link: Link, rc: redis.Redis,
+                                         socket_redis: RedisServer, tmp_path: Path,
+                                         user: User) -> None:
+    """What the systemd unit does: no file capabilities on dumpcap, ambient ones instead."""
+    sniff_as(user, user.ambient(), link, socket_redis.url, tmp_path / "ambient.log", rc, 10)
+
+
+def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+    analyze = require_tool("systemd-analyze")
+    unit = (REPO / "contrib" / "dhcp-hive-mind.service").read_text()
+    assert "ExecStart=/opt/dhcp-hive-mind/.venv/bin/dhcp-hive-mind sniff $SNIFF_ARGS" in unit
+    program = Path(sys.executable).parent / "dhcp-hive-mind"  # an executable that exists here
+    copy = tmp_path / "dhcp-hive-mind.service"
+    copy.write_text(unit.replace("/opt/dhcp-hive-mind/.venv/bin/dhcp-hive-mind", str(program)))
+    done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                          check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_any_captures_every_interface(link: Link, rc: redis.Redis,
+                                      socket_redis: RedisServer, tmp_path: Path) -> None:
+    daemon = sniff_daemon(link.ns, ["-i", "any", "--redis-url", socket_redis.url,
+                                    "--allow-server", S1], tmp_path / "any.log")
     try:
-        allowed.wait_output(r"capturing on v0")
-        assert Path(f"/proc/{allowed.proc.pid}").stat().st_uid == pwd.getpwnam(user).pw_uid
-        link.send(exchanges(0, 2))
-        wait_records(rc, range(0, 2))
-        assert allowed.stop(signal.SIGTERM) == 0
+        daemon.wait_output(r"capturing on any")
+        link.send(exchanges(0, 3))
+        wait_records(rc, range(0, 3))
+        assert daemon.stop(signal.SIGTERM) == 0
     finally:
-        allowed.stop(signal.SIGKILL)
+        daemon.stop(signal.SIGKILL)
+    # Each frame is seen leaving v1 and arriving at v0: the copies count once.
+    assert "stopped: 12 packets, 3 leases written" in daemon.output()
 
 
 # ---- the pcapng stream and dumpcap's last words (no root needed) ------------------------------
