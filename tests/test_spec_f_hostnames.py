@@ -6,20 +6,17 @@ from pathlib import Path
 
 import pytest
 import redis
-from spec_helpers_b import ack, dora, feed_all, renew, request_ack
 from specharness import (
-    A_MAC,
-    B_MAC,
     S1,
+    A,
     B,
-    Capture,
-    Session,
+    Case,
+    ack,
     assert_lease,
     assert_only,
     o,
     o_fqdn,
     o_host,
-    rec,
 )
 
 IP = "192.0.2.100"
@@ -30,11 +27,10 @@ Opts = list[tuple[int, bytes]]
 def exchange(redis_url: str, rclient: redis.Redis, tmp_path: Path, req: Opts, ack_opts: Opts,
              hostname: str | None, src: str | None) -> None:
     """REQUEST with `req` and ACK with `ack_opts`; the record carries hostname from src."""
-    s = Session(redis_url, tmp_path)
-    cap = request_ack(Capture(), 0x5201, IP, req=req, ack_opts=ack_opts)
-    feed_all(s, cap)
-    assert_lease(rclient, rec(IP, A_MAC, S1, 0x5201, cap.t0, 0.1, 3600, hostname=hostname,
-                              hostname_src=src))
+    c = Case(redis_url, tmp_path)
+    c.request_ack(0x5201, IP, request_opts=req, ack_opts=ack_opts).feed()
+    assert_lease(rclient, c.rec(IP, A, S1, 0x5201, 0.1, 3600, hostname=hostname,
+                                hostname_src=src))
     assert_only(rclient, IP)
 
 
@@ -56,11 +52,10 @@ def test_case_54(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
 
 def test_case_55(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """A name only in the DISCOVER of the same xid is used (req12)."""
-    s = Session(redis_url, tmp_path)
-    cap = dora(Capture(), 0x4001, IP, disc=[o_host("alpha")])
-    feed_all(s, cap)
-    assert_lease(rclient, rec(IP, A_MAC, S1, 0x4001, cap.t0, 0.3, 3600, hostname="alpha",
-                              hostname_src="req12"))
+    c = Case(redis_url, tmp_path)
+    c.dora(0x4001, IP, discover_opts=[o_host("alpha")]).feed()
+    assert_lease(rclient, c.rec(IP, A, S1, 0x4001, 0.3, 3600, hostname="alpha",
+                                hostname_src="req12"))
     assert_only(rclient, IP)
 
 
@@ -116,22 +111,19 @@ def test_case_57(redis_url: str, rclient: redis.Redis, tmp_path: Path, req: Opts
 @pytest.mark.parametrize("variant", ["58a", "58b", "58c"])
 def test_case_58(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """On renewal the name is kept (prev), replaced by a new one, or dropped for another client."""
-    s = Session(redis_url, tmp_path)
-    setup = dora(Capture(), 0x5801, IP, req=[o_host("alpha")])
-    feed_all(s, setup)
-    cap = Capture(t0=setup.t0)
+    c = Case(redis_url, tmp_path)
+    c.setup_lease(IP, hostname="alpha")
     if variant == "58a":
-        renew(cap, 0x5802, IP, start=600)
-        expected = rec(IP, A_MAC, S1, 0x5802, cap.t0, 600.1, 3600, hostname="alpha",
-                       hostname_src="prev")
+        c.renew(0x5802, IP, at=600)
+        expected = c.rec(IP, A, S1, 0x5802, 600.1, 3600, hostname="alpha", hostname_src="prev")
     elif variant == "58b":
-        renew(cap, 0x5802, IP, start=600, req=[o_host("alpha2")])
-        expected = rec(IP, A_MAC, S1, 0x5802, cap.t0, 600.1, 3600, hostname="alpha2",
-                       hostname_src="req12")
+        c.renew(0x5802, IP, at=600, request_opts=[o_host("alpha2")])
+        expected = c.rec(IP, A, S1, 0x5802, 600.1, 3600, hostname="alpha2",
+                         hostname_src="req12")
     else:
-        cap.add(600, ack(0x5803, IP, B), src=S1)
-        expected = rec(IP, B_MAC, S1, 0x5803, cap.t0, 600, 3600)
-    feed_all(s, cap)
+        c.add(600, ack(0x5803, IP, B), src=S1)
+        expected = c.rec(IP, B, S1, 0x5803, 600, 3600)
+    c.feed()
     assert_lease(rclient, expected)
     assert_only(rclient, IP)
 

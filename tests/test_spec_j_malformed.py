@@ -23,39 +23,34 @@ from scapy.layers.inet import IP, UDP, IPOption_Router_Alert, fragment
 from scapy.layers.l2 import CookedLinuxV2, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet as ScapyPacket
 from scapy.packet import Raw
-from scapy.utils import wrpcap
-from spec_helpers_b import (
-    ETH_BCAST,
-    ETH_SRC,
-    ack,
-    check_all_formats,
-    dora,
-    eth_frame,
-    feed_all,
-    feed_path,
-    request_ack,
-    write_pcap,
-)
 from specharness import (
-    A_MAC,
     ACK,
     BCAST,
     DECLINE,
+    ETH_BCAST,
+    ETH_SRC,
     ID_A,
+    INFINITE,
+    LINKTYPE_ETHERNET,
     MAGIC,
-    NAK,
     R1,
     RELEASE,
     REQUEST,
     S1,
     A,
     Capture,
+    Case,
+    Frame,
     Packet,
     Session,
+    ack,
     assert_lease,
     assert_only,
     assert_unchanged,
+    check_all_formats,
     client_msg,
+    eth_frame,
+    nak,
     o,
     o_cid,
     o_host,
@@ -66,9 +61,8 @@ from specharness import (
     o_type,
     options,
     payload,
-    rec,
-    server_msg,
     snapshot,
+    write_pcap,
 )
 
 IP100, IP101, IP130 = "192.0.2.100", "192.0.2.101", "192.0.2.130"
@@ -76,12 +70,9 @@ Opts = list[tuple[int, bytes]]
 ACK_OPTS: Opts = [o_type(ACK), o_server(S1), o_lease(3600), o_mask(24)]
 
 
-def feed_one(s: Session, data: bytes, delta: float = 0, src: str = S1, **kw: Any) -> Capture:
-    """One server packet from `src` (ports 67->68 unless given)."""
-    cap = Capture()
-    cap.add(delta, data, src=src, sport=kw.pop("sport", 67), dport=kw.pop("dport", 68), **kw)
-    feed_all(s, cap)
-    return cap
+def feed_one(c: Case, data: bytes, src: str = S1) -> None:
+    """One packet from `src`, 67->68 whatever its op, at +0."""
+    c.add(0, data, src=src, sport=67, dport=68).feed()
 
 
 def bootreply(xid: int, raw_options: bytes = b"") -> bytes:
@@ -89,75 +80,67 @@ def bootreply(xid: int, raw_options: bytes = b"") -> bytes:
     return payload(2, xid, A, yi=IP130, raw_options=raw_options)
 
 
-def setup_lease(s: Session, hostname: str | None = None) -> Capture:
-    """L(192.0.2.100) for A by a DORA at +0 (optionally with 12=hostname in the REQUEST)."""
-    cap = dora(Capture(), 0x7900, IP100, req=[o_host(hostname)] if hostname else [])
-    feed_all(s, cap)
-    return cap
-
-
 # ---- 79, 80: short packets, cookie -----------------------------------------------------------
 
 @pytest.mark.parametrize("variant", ["79a", "79b", "79c"])
 def test_case_79(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """239 octets are dropped; 240 octets with op 2 are a BOOTREPLY (infinite unless disabled)."""
-    s = Session(redis_url, tmp_path, track_bootp=variant != "79c")
+    c = Case(redis_url, tmp_path, track_bootp=variant != "79c")
     data = bootreply(0x7901)
     assert len(data) == 240
-    cap = feed_one(s, data[:239] if variant == "79a" else data)
+    feed_one(c, data[:239] if variant == "79a" else data)
     if variant != "79b":
         assert_only(rclient)
         return
-    assert_lease(rclient, rec(IP130, A_MAC, S1, 0x7901, cap.t0, 0, 0xFFFFFFFF,
-                              expires="infinite", kind="bootp"))
+    assert_lease(rclient, c.rec(IP130, A, S1, 0x7901, 0, INFINITE, expires="infinite",
+                                kind="bootp"))
     assert_only(rclient, IP130)
 
 
 @pytest.mark.parametrize("cookie", [b"\x63\x82\x53\x64", b""], ids=["80a", "80b"])
 def test_case_80(redis_url: str, rclient: redis.Redis, tmp_path: Path, cookie: bytes) -> None:
     """A wrong or missing magic cookie drops the packet (R-IN-5), though the options look fine."""
-    s = Session(redis_url, tmp_path)
-    feed_one(s, payload(2, 0x8001, A, yi=IP100, opts=ACK_OPTS, cookie=cookie))
+    c = Case(redis_url, tmp_path)
+    feed_one(c, payload(2, 0x8001, A, yi=IP100, opts=ACK_OPTS, cookie=cookie))
     assert_only(rclient)
 
 
 # ---- 81, 82: framing errors --------------------------------------------------------------------
 
-def case_81a(s: Session, rclient: redis.Redis, correlated: bool) -> None:
+def case_81a(c: Case, rclient: redis.Redis, correlated: bool) -> None:
     raw = options(ACK_OPTS, end=False) + b"\x0c\x28" + b"truncated!"  # 12: 40 claimed, 10 left
-    cap = Capture()
     if correlated:
-        cap.add(0, client_msg(REQUEST, 0x8101, A, o_req(IP100), o_server(S1), o_host("alpha")))
-    cap.add(0.1, payload(2, 0x8101, A, yi=IP100, raw_options=raw), src=S1)
-    feed_all(s, cap)
+        c.add(0, client_msg(REQUEST, 0x8101, A, o_req(IP100), o_server(S1), o_host("alpha")))
+    c.add(0.1, payload(2, 0x8101, A, yi=IP100, raw_options=raw), src=S1)
+    c.feed()
     name = {"hostname": "alpha", "hostname_src": "req12"} if correlated else {}
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x8101, cap.t0, 0.1, 3600, **name))
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x8101, 0.1, 3600, **name))
     assert_only(rclient, IP100)
 
 
-def case_81b(s: Session, rclient: redis.Redis) -> None:
-    feed_one(s, payload(2, 0x8102, A, yi=IP100,
+def case_81b(c: Case, rclient: redis.Redis) -> None:
+    feed_one(c, payload(2, 0x8102, A, yi=IP100,
                         raw_options=options([o_type(ACK), o_server(S1)], end=False) + b"\x33"))
     assert_only(rclient)
 
 
-def case_81c(s: Session, rclient: redis.Redis) -> None:
-    feed_one(s, payload(2, 0x8103, A, yi=IP130, raw_options=b"\x0c\xc8" + b"x" * 60))
+def case_81c(c: Case, rclient: redis.Redis) -> None:
+    feed_one(c, payload(2, 0x8103, A, yi=IP130, raw_options=b"\x0c\xc8" + b"x" * 60))
     assert_only(rclient)
 
 
-def case_81d(s: Session, rclient: redis.Redis) -> None:
+def case_81d(c: Case, rclient: redis.Redis) -> None:
     raw = options([o_type(ACK), o(52, b"\x03"), o_server(S1)])
     file = options([o_lease(3600)], end=False) + b"\x0c\x7fab"  # 12 runs past the field
-    cap = feed_one(s, payload(2, 0x8104, A, yi=IP100, raw_options=raw, file=file,
-                              sname=options([o_host("from-sname")])))
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x8104, cap.t0, 0, 3600))
+    feed_one(c, payload(2, 0x8104, A, yi=IP100, raw_options=raw, file=file,
+                        sname=options([o_host("from-sname")])))
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x8104, 0, 3600))
     assert_only(rclient, IP100)
 
 
-CASE_81: dict[str, Callable[[Session, redis.Redis], None]] = {
-    "81a": lambda s, r: case_81a(s, r, correlated=True),
-    "81a-uncorrelated": lambda s, r: case_81a(s, r, correlated=False),
+CASE_81: dict[str, Callable[[Case, redis.Redis], None]] = {
+    "81a": lambda c, r: case_81a(c, r, correlated=True),
+    "81a-uncorrelated": lambda c, r: case_81a(c, r, correlated=False),
     "81b": case_81b, "81c": case_81c, "81d": case_81d,
 }
 
@@ -165,7 +148,7 @@ CASE_81: dict[str, Callable[[Session, redis.Redis], None]] = {
 @pytest.mark.parametrize("variant", CASE_81)
 def test_case_81(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Server replies are decoded up to the first framing error, keeping what came before."""
-    CASE_81[variant](Session(redis_url, tmp_path), rclient)
+    CASE_81[variant](Case(redis_url, tmp_path), rclient)
 
 
 def broken_client(t: int, xid: int, *opts: tuple[int, bytes], **kw: Any) -> bytes:
@@ -174,47 +157,46 @@ def broken_client(t: int, xid: int, *opts: tuple[int, bytes], **kw: Any) -> byte
     return payload(1, xid, A, raw_options=raw, **kw)
 
 
-def case_82_deletion(s: Session, rclient: redis.Redis, msg_type: int) -> None:
+def case_82_deletion(c: Case, rclient: redis.Redis, msg_type: int) -> None:
     """82a/82b: a RELEASE or DECLINE with a framing error is ignored (R-IN-13)."""
-    setup = setup_lease(s)
+    c.setup_lease(IP100)
     before = snapshot(rclient)
-    cap = Capture(t0=setup.t0)
     if msg_type == RELEASE:
-        cap.add(5, broken_client(RELEASE, 0x8201, o_server(S1), ci=IP100), src=IP100, dst=S1)
+        c.add(5, broken_client(RELEASE, 0x8201, o_server(S1), ci=IP100), src=IP100, dst=S1)
     else:
-        cap.add(5, broken_client(DECLINE, 0x8202, o_req(IP100), o_server(S1)))
-    feed_all(s, cap)
+        c.add(5, broken_client(DECLINE, 0x8202, o_req(IP100), o_server(S1)))
+    c.feed()
     assert_unchanged(before, rclient)
 
 
-def case_82c(s: Session, rclient: redis.Redis, prev: bool) -> None:
+def case_82c(c: Case, rclient: redis.Redis, prev: bool) -> None:
     """82c: the REQUEST still opens its transaction (61 kept), without a hostname."""
-    t0 = setup_lease(s, "alpha").t0 if prev else None
-    cap = Capture() if t0 is None else Capture(t0=t0)
+    if prev:
+        c.setup_lease(IP100, hostname="alpha")
     start = 600 if prev else 0
     raw = (options([o_type(REQUEST), o_req(IP100), o_server(S1), o_cid(ID_A)], end=False)
            + b"\x0c\x63" + b"alpha")  # 12 claims 99 octets
-    cap.add(start, payload(1, 0x8203, A, raw_options=raw))
-    cap.add(start + 0.1, ack(0x8203, IP100, A), src=S1)
-    feed_all(s, cap)
+    c.add(start, payload(1, 0x8203, A, raw_options=raw))
+    c.add(start + 0.1, ack(0x8203, IP100, A), src=S1)
+    c.feed()
     name = {"hostname": "alpha", "hostname_src": "prev"} if prev else {}
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x8203, cap.t0, start + 0.1, 3600,
-                              client_id=ID_A.hex(), **name))
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x8203, start + 0.1, 3600, client_id=ID_A.hex(),
+                                **name))
     assert_only(rclient, IP100)
 
 
-CASE_82: dict[str, Callable[[Session, redis.Redis], None]] = {
-    "82a": lambda s, r: case_82_deletion(s, r, RELEASE),
-    "82b": lambda s, r: case_82_deletion(s, r, DECLINE),
-    "82c": lambda s, r: case_82c(s, r, prev=False),
-    "82c-prev": lambda s, r: case_82c(s, r, prev=True),
+CASE_82: dict[str, Callable[[Case, redis.Redis], None]] = {
+    "82a": lambda c, r: case_82_deletion(c, r, RELEASE),
+    "82b": lambda c, r: case_82_deletion(c, r, DECLINE),
+    "82c": lambda c, r: case_82c(c, r, prev=False),
+    "82c-prev": lambda c, r: case_82c(c, r, prev=True),
 }
 
 
 @pytest.mark.parametrize("variant", CASE_82)
 def test_case_82(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Framing errors in client messages: deletions ignored, REQUESTs still tracked."""
-    CASE_82[variant](Session(redis_url, tmp_path), rclient)
+    CASE_82[variant](Case(redis_url, tmp_path), rclient)
 
 
 # ---- 83: END handling --------------------------------------------------------------------------
@@ -236,10 +218,10 @@ def test_case_83(redis_url: str, rclient: redis.Redis, tmp_path: Path, raw: byte
                  hostname: str | None) -> None:
     """END may be missing; octets after it are ignored; pads may appear anywhere (R-IN-7)."""
     assert len(sname) in (0, 64)
-    s = Session(redis_url, tmp_path)
-    cap = feed_one(s, payload(2, 0x8300, A, yi=IP100, raw_options=raw, sname=sname))
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x8300, cap.t0, 0, 3600, hostname=hostname,
-                              hostname_src=hostname and "ack12"))
+    c = Case(redis_url, tmp_path)
+    feed_one(c, payload(2, 0x8300, A, yi=IP100, raw_options=raw, sname=sname))
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x8300, 0, 3600, hostname=hostname,
+                                hostname_src=hostname and "ack12"))
     assert_only(rclient, IP100)
 
 
@@ -257,45 +239,41 @@ BAD_TYPES: dict[str, Opts] = {
 @pytest.mark.parametrize("variant", [*BAD_TYPES, "84g"])
 def test_case_84(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """A bad option 53 drops the packet; types 9 and up are ignored: no record either way."""
-    s = Session(redis_url, tmp_path)
-    cap = Capture()
-    cap.add(0, client_msg(REQUEST, 0x8400, A, o_req(IP100), o_server(S1)))
+    c = Case(redis_url, tmp_path)
+    c.add(0, client_msg(REQUEST, 0x8400, A, o_req(IP100), o_server(S1)))
     if variant == "84g":  # every value from 19 to 255, each with its own yiaddr
         for value in range(19, 256):
-            cap.add(value / 1000, payload(2, 0x8400 + value, A, yi=f"10.84.0.{value}",
-                                          opts=[o_type(value), *REST]), src=S1)
+            c.add(value / 1000, payload(2, 0x8400 + value, A, yi=f"10.84.0.{value}",
+                                        opts=[o_type(value), *REST]), src=S1)
     else:
-        cap.add(0.1, payload(2, 0x8400, A, yi=IP100, opts=[*BAD_TYPES[variant], *REST]), src=S1)
-    feed_all(s, cap)
+        c.add(0.1, payload(2, 0x8400, A, yi=IP100, opts=[*BAD_TYPES[variant], *REST]), src=S1)
+    c.feed()
     assert_only(rclient)
 
 
-def case_85_simple(op: int, msg_type: int) -> Callable[[Session, redis.Redis], None]:
-    def run(s: Session, rclient: redis.Redis) -> None:
-        feed_one(s, payload(op, 0x8500, A, yi=IP100, opts=[o_type(msg_type), *REST]))
+def case_85_simple(op: int, msg_type: int) -> Callable[[Case, redis.Redis], None]:
+    def run(c: Case, rclient: redis.Redis) -> None:
+        feed_one(c, payload(op, 0x8500, A, yi=IP100, opts=[o_type(msg_type), *REST]))
         assert_only(rclient)
     return run
 
 
-def case_85_op2_request(s: Session, rclient: redis.Redis) -> None:
+def case_85_op2_request(c: Case, rclient: redis.Redis) -> None:
     """The op=2 REQUEST is dropped, so it opens no transaction and gives no hostname."""
-    cap = Capture()
-    cap.add(0, payload(2, 0x8501, A, opts=[o_type(REQUEST), o_req(IP100), o_server(S1),
-                                           o_host("evil")]), sport=68, dport=67)
-    cap.add(0.1, ack(0x8501, IP100, A), src=S1)
-    feed_all(s, cap)
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x8501, cap.t0, 0.1, 3600))
+    c.add(0, payload(2, 0x8501, A, opts=[o_type(REQUEST), o_req(IP100), o_server(S1),
+                                         o_host("evil")]), sport=68, dport=67)
+    c.add(0.1, ack(0x8501, IP100, A), src=S1)
+    c.feed()
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x8501, 0.1, 3600))
     assert_only(rclient, IP100)
 
 
-def case_85_op2_release(s: Session, rclient: redis.Redis) -> None:
+def case_85_op2_release(c: Case, rclient: redis.Redis) -> None:
     """The op=2 RELEASE is dropped, so A's record stays."""
-    setup = setup_lease(s)
+    c.setup_lease(IP100)
     before = snapshot(rclient)
-    cap = Capture(t0=setup.t0)
-    cap.add(5, payload(2, 0x8502, A, opts=[o_type(RELEASE), o_server(S1)], ci=IP100),
-            src=IP100, dst=S1, sport=68, dport=67)
-    feed_all(s, cap)
+    c.add(5, payload(2, 0x8502, A, opts=[o_type(RELEASE), o_server(S1)], ci=IP100),
+          src=IP100, dst=S1, sport=68, dport=67).feed()
     assert_unchanged(before, rclient)
 
 
@@ -308,18 +286,17 @@ CASE_85 = {
 @pytest.mark.parametrize("variant", CASE_85)
 def test_case_85(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """An op that does not match the message type drops the packet (R-IN-14)."""
-    CASE_85[variant](Session(redis_url, tmp_path), rclient)
+    CASE_85[variant](Case(redis_url, tmp_path), rclient)
 
 
 @pytest.mark.parametrize("yi", ["0.0.0.0", BCAST, "224.0.0.5", "127.0.0.1", "0.1.2.3",
                                 "240.0.0.1"])
 def test_case_86(redis_url: str, rclient: redis.Redis, tmp_path: Path, yi: str) -> None:
     """An ACK with an invalid yiaddr is not applied (bad_yiaddr, R-IN-15)."""
-    s = Session(redis_url, tmp_path)
-    cap = Capture()
-    cap.add(0, client_msg(REQUEST, 0x8600, A, o_req(IP100), o_server(S1)))
-    cap.add(0.1, ack(0x8600, yi, A), src=S1)
-    feed_all(s, cap)
+    c = Case(redis_url, tmp_path)
+    c.add(0, client_msg(REQUEST, 0x8600, A, o_req(IP100), o_server(S1)))
+    c.add(0.1, ack(0x8600, yi, A), src=S1)
+    c.feed()
     assert_only(rclient)
 
 
@@ -328,61 +305,58 @@ def test_case_86(redis_url: str, rclient: redis.Redis, tmp_path: Path, yi: str) 
 SHORT_54 = o(54, bytes([192, 0, 2]))
 
 
-def case_87a(s: Session, rclient: redis.Redis, src: str) -> None:
+def case_87a(c: Case, rclient: redis.Redis, src: str) -> None:
     """54 of length 3 is absent, so server(P) is the IP source."""
     relayed = {"gi": R1} if src == R1 else {}
-    cap = feed_one(s, ack(0x8701, IP100, A, SHORT_54, server=None, **relayed), src=src)
+    feed_one(c, ack(0x8701, IP100, A, SHORT_54, server=None, **relayed), src=src)
     if src == R1:
         assert_only(rclient)
         return
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x8701, cap.t0, 0, 3600))
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x8701, 0, 3600))
     assert_only(rclient, IP100)
 
 
-def case_87b(s: Session, rclient: redis.Redis) -> None:
+def case_87b(c: Case, rclient: redis.Redis) -> None:
     """50 of length 5 is absent; with ciaddr 0 the NAK has no address to delete."""
-    setup = setup_lease(s)
+    c.setup_lease(IP100)
     before = snapshot(rclient)
-    cap = Capture(t0=setup.t0)
-    cap.add(5, client_msg(REQUEST, 0x8702, A, o(50, bytes([192, 0, 2, 100, 0]))))
-    cap.add(5.1, server_msg(NAK, 0x8702, A, mask=None), src=S1)
-    feed_all(s, cap)
+    c.add(5, client_msg(REQUEST, 0x8702, A, o(50, bytes([192, 0, 2, 100, 0]))))
+    c.add(5.1, nak(0x8702, A), src=S1)
+    c.feed()
     assert_unchanged(before, rclient)
 
 
-def case_87c(s: Session, rclient: redis.Redis) -> None:
+def case_87c(c: Case, rclient: redis.Redis) -> None:
     """61 of length 1 is absent: no client_id."""
-    cap = request_ack(Capture(), 0x8703, IP100, req=[o(61, b"\x01")], ack_opts=[o(61, b"\x01")])
-    feed_all(s, cap)
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x8703, cap.t0, 0.1, 3600))
+    c.request_ack(0x8703, IP100, request_opts=[o(61, b"\x01")], ack_opts=[o(61, b"\x01")]).feed()
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x8703, 0.1, 3600))
     assert_only(rclient, IP100)
 
 
-def case_87d(s: Session, rclient: redis.Redis, new_ip: str) -> None:
+def case_87d(c: Case, rclient: redis.Redis, new_ip: str) -> None:
     """A non-contiguous mask is absent: supersession uses /24, not 255.0.255.0."""
-    setup = setup_lease(s)
-    cap = request_ack(Capture(t0=setup.t0), 0x8704, new_ip, start=5,
-                      ack_opts=[o(1, bytes([255, 0, 255, 0]))], ack_kw={"mask": None})
-    feed_all(s, cap)
-    assert_lease(rclient, rec(new_ip, A_MAC, S1, 0x8704, cap.t0, 5.1, 3600))
+    c.setup_lease(IP100)
+    c.request_ack(0x8704, new_ip, at=5, ack_opts=[o(1, bytes([255, 0, 255, 0]))], mask=None)
+    c.feed()
+    assert_lease(rclient, c.rec(new_ip, A, S1, 0x8704, 5.1, 3600))
     kept = [] if new_ip.startswith("192.0.2.") else [IP100]
     assert_only(rclient, new_ip, *kept)
 
 
-CASE_87: dict[str, Callable[[Session, redis.Redis], None]] = {
-    "87a-from-S1": lambda s, r: case_87a(s, r, S1),
-    "87a-from-R1": lambda s, r: case_87a(s, r, R1),
+CASE_87: dict[str, Callable[[Case, redis.Redis], None]] = {
+    "87a-from-S1": lambda c, r: case_87a(c, r, S1),
+    "87a-from-R1": lambda c, r: case_87a(c, r, R1),
     "87b": case_87b,
     "87c": case_87c,
-    "87d-other-24": lambda s, r: case_87d(s, r, "192.1.2.100"),
-    "87d-same-24": lambda s, r: case_87d(s, r, IP101),
+    "87d-other-24": lambda c, r: case_87d(c, r, "192.1.2.100"),
+    "87d-same-24": lambda c, r: case_87d(c, r, IP101),
 }
 
 
 @pytest.mark.parametrize("variant", CASE_87)
 def test_case_87(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Fixed-length options with the wrong length are treated as absent (R-IN-10)."""
-    CASE_87[variant](Session(redis_url, tmp_path), rclient)
+    CASE_87[variant](Case(redis_url, tmp_path), rclient)
 
 
 @pytest.mark.parametrize(
@@ -399,8 +373,8 @@ def test_case_87(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
 def test_case_88(redis_url: str, rclient: redis.Redis, tmp_path: Path, raw: bytes, sname: bytes,
                  file: bytes) -> None:
     """A bad 52 drops the packet; a 52 inside sname is no overload, so file stays a string."""
-    s = Session(redis_url, tmp_path)
-    feed_one(s, payload(2, 0x8800, A, yi=IP100, raw_options=raw, sname=sname, file=file))
+    c = Case(redis_url, tmp_path)
+    feed_one(c, payload(2, 0x8800, A, yi=IP100, raw_options=raw, sname=sname, file=file))
     assert_only(rclient)
 
 
@@ -428,7 +402,7 @@ def snapped_ack(snaplen: int, body: bytes) -> tuple[bytes, int]:
 @pytest.mark.parametrize("variant", ["89a", "89b", "89c"])
 def test_case_89(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Snaplen-truncated ACKs: options inside the snap count, beyond it nothing; never BOOTP."""
-    s = Session(redis_url, tmp_path)
+    c = Case(redis_url, tmp_path)
     body = options(ACK_OPTS, end=False)
     snaplen = {"89a": 300, "89b": 250, "89c": 240}[variant]
     if variant == "89a":
@@ -436,16 +410,15 @@ def test_case_89(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
     request = eth_frame(Packet(0, client_msg(REQUEST, 0x8900, A, o_req(IP100), o_server(S1),
                                              o_host("alpha")), "0.0.0.0", BCAST, 68, 67))
     cut, wirelen = snapped_ack(snaplen, body)
-    t0 = Capture().t0
-    path = write_pcap(tmp_path / "snap.pcap", [(t0, request, len(request)),
-                                               (t0 + 0.1, cut, wirelen)])
+    path = write_pcap(tmp_path / "snap.pcap", [Frame(c.t0, request),
+                                               Frame(c.t0 + 0.1, cut, wirelen)])
     assert tshark_lengths(path)[1] == (HEADERS + snaplen, wirelen)
-    feed_path(s, path, packets=2)
+    c.session.feed_pcap(path, packets=2)
     if variant != "89a":
         assert_only(rclient)
         return
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x8900, t0, 0.1, 3600, hostname="alpha",
-                              hostname_src="req12"))
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x8900, 0.1, 3600, hostname="alpha",
+                                hostname_src="req12"))
     assert_only(rclient, IP100)
 
 
@@ -457,43 +430,42 @@ def eth(p: Packet, **udp: Any) -> ScapyPacket:
 
 
 def write_frames(path: Path, t0: int, frames: list[tuple[float, ScapyPacket]],
-                 linktype: int | None = None) -> Path:
-    for delta, frame in frames:
-        frame.time = t0 + delta
-    wrpcap(str(path), [f for _, f in frames], linktype=linktype)
-    return path
+                 linktype: int = LINKTYPE_ETHERNET) -> Path:
+    """Frames built with scapy, at t0 + delta."""
+    return write_pcap(path, (Frame(t0 + delta, bytes(frame)) for delta, frame in frames), linktype)
 
 
 @pytest.mark.parametrize("both", [False, True], ids=["first-fragment-alone", "both-fragments"])
 def test_case_90(redis_url: str, rclient: redis.Redis, tmp_path: Path, both: bool) -> None:
     """A lone first fragment creates nothing; a reassembled 1800-octet ACK is a normal ACK."""
-    s = Session(redis_url, tmp_path)
+    c = Case(redis_url, tmp_path)
     body = options(ACK_OPTS, end=False) + b"\x00" * 1400 + options([o_host("fragmented")])
     data = payload(2, 0x9000, A, yi=IP100, raw_options=body).ljust(1800, b"\x00")
     datagram = IP(src=S1, dst=BCAST) / UDP(sport=67, dport=68) / Raw(data)
     pieces = fragment(datagram, fragsize=1200)
     assert len(pieces) == 2
-    t0 = Capture().t0
     frames = [(i * 0.001, Ether(src=ETH_SRC, dst=ETH_BCAST) / f)
               for i, f in enumerate(pieces if both else pieces[:1])]
     # The lone fragment may or may not be delivered; the reassembled pair is one datagram.
-    feed_path(s, write_frames(tmp_path / "frag.pcap", t0, frames), packets=1 if both else None)
+    c.session.feed_pcap(write_frames(tmp_path / "frag.pcap", c.t0, frames),
+                        packets=1 if both else None)
     if not both:
         assert_only(rclient)
         return
-    assert_lease(rclient, rec(IP100, A_MAC, S1, 0x9000, t0, 0.001, 3600, hostname="fragmented",
-                              hostname_src="ack12"))
+    assert_lease(rclient, c.rec(IP100, A, S1, 0x9000, 0.001, 3600, hostname="fragmented",
+                                hostname_src="ack12"))
     assert_only(rclient, IP100)
 
 
-def case1() -> Capture:
-    """The case-1 exchange."""
-    return dora(Capture(), 0x1001, IP100, disc=[o_host("alpha"), o(55, bytes([1, 3, 6, 12, 15]))],
-                req=[o_host("alpha")])
+def case1(c: Case) -> list[Packet]:
+    """The case-1 exchange, left unfed, to be written in other ways."""
+    c.dora(0x1001, IP100, discover_opts=[o_host("alpha"), o(55, bytes([1, 3, 6, 12, 15]))],
+           request_opts=[o_host("alpha")])
+    return c.capture.packets
 
 
-def case1_record(t0: int) -> dict[str, str]:
-    return rec(IP100, A_MAC, S1, 0x1001, t0, 0.3, 3600, hostname="alpha", hostname_src="req12")
+def case1_record(c: Case) -> dict[str, str]:
+    return c.rec(IP100, A, S1, 0x1001, 0.3, 3600, hostname="alpha", hostname_src="req12")
 
 
 def correct_udp_checksum(p: Packet) -> int:
@@ -503,15 +475,13 @@ def correct_udp_checksum(p: Packet) -> int:
 @pytest.mark.parametrize("variant", ["wrong", "zero"])
 def test_case_91(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """UDP checksums are not verified: wrong (offload) and zero checksums are processed."""
-    s = Session(redis_url, tmp_path)
-    cap = case1()
+    c = Case(redis_url, tmp_path)
     frames = []
-    for p in cap.packets:
+    for p in case1(c):
         good = correct_udp_checksum(p)
         frames.append((p.delta, eth(p, chksum=(good ^ 0x5A5A) if variant == "wrong" else 0)))
-    path = write_frames(tmp_path / "csum.pcap", cap.t0, frames)
-    feed_path(s, path, packets=4)
-    assert_lease(rclient, case1_record(cap.t0))
+    c.session.feed_pcap(write_frames(tmp_path / "csum.pcap", c.t0, frames), packets=4)
+    assert_lease(rclient, case1_record(c))
     assert_only(rclient, IP100)
 
 
@@ -543,14 +513,15 @@ def link_trailer(p: Packet) -> ScapyPacket:
     return Ether(bytes(eth(p)) + b"\x0c\x07trailer" + b"\xee" * 11)
 
 
-ENCAPSULATIONS: dict[str, tuple[Callable[[Packet], ScapyPacket], int | None, str]] = {
+ENCAPSULATIONS: dict[str, tuple[Callable[[Packet], ScapyPacket], int, str]] = {
     # id: (frame builder, pcap linktype, what tshark must see in the first frame)
-    "ethernet": (link_ethernet, None, "eth:ethertype:ip:udp:dhcp"),
-    "802.1q": (link_dot1q, None, "eth:ethertype:vlan:ethertype:ip:udp:dhcp"),
-    "qinq": (link_qinq, None, "eth:ethertype:ieee8021ad:ethertype:vlan:ethertype:ip:udp:dhcp"),
+    "ethernet": (link_ethernet, LINKTYPE_ETHERNET, "eth:ethertype:ip:udp:dhcp"),
+    "802.1q": (link_dot1q, LINKTYPE_ETHERNET, "eth:ethertype:vlan:ethertype:ip:udp:dhcp"),
+    "qinq": (link_qinq, LINKTYPE_ETHERNET,
+             "eth:ethertype:ieee8021ad:ethertype:vlan:ethertype:ip:udp:dhcp"),
     "sll2": (link_sll2, 276, "sll:ethertype:ip:udp:dhcp"),
-    "ip-options": (link_ip_options, None, "ip.hdr_len=24"),
-    "trailer": (link_trailer, None, "eth.trailer"),
+    "ip-options": (link_ip_options, LINKTYPE_ETHERNET, "ip.hdr_len=24"),
+    "trailer": (link_trailer, LINKTYPE_ETHERNET, "eth.trailer"),
 }
 
 
@@ -569,69 +540,68 @@ def tshark_describe(path: Path) -> str:
 def test_case_92(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """The case-1 exchange in every accepted encapsulation gives the case-1 record (R-IN-1/2)."""
     build, linktype, marker = ENCAPSULATIONS[variant]
-    s = Session(redis_url, tmp_path)
-    cap = case1()
-    path = write_frames(tmp_path / f"{variant}.pcap", cap.t0,
-                        [(p.delta, build(p)) for p in cap.packets], linktype=linktype)
+    c = Case(redis_url, tmp_path)
+    path = write_frames(tmp_path / f"{variant}.pcap", c.t0,
+                        [(p.delta, build(p)) for p in case1(c)], linktype=linktype)
     assert marker in tshark_describe(path)
-    feed_path(s, path, packets=4)
-    assert_lease(rclient, case1_record(cap.t0))
+    c.session.feed_pcap(path, packets=4)
+    assert_lease(rclient, case1_record(c))
     assert_only(rclient, IP100)
 
 
 # ---- 93: not DHCP, fuzz --------------------------------------------------------------------------
 
-def random_payloads(cap: Capture, rng: random.Random, count: int) -> None:
+def random_payloads(c: Case, rng: random.Random, count: int) -> None:
     for i in range(count):
         data = rng.randbytes(rng.randint(0, 1500))
         # A random payload that carries the cookie would be a (valid) BOOTP candidate.
         assert data[236:240] != MAGIC
         sport, dport = (68, 67) if i % 2 else (67, 68)
-        cap.add(i * 0.001, data, src=f"10.93.{i // 250}.{i % 250 + 1}", sport=sport, dport=dport)
+        c.add(i * 0.001, data, src=f"10.93.{i // 250}.{i % 250 + 1}", sport=sport, dport=dport)
 
 
-def dns_messages(cap: Capture) -> None:
+def dns_messages(c: Case) -> None:
     query = DNS(id=0x9300, rd=1, qd=DNSQR(qname="example.org"))
     answers = [DNSRR(rrname=f"host{i}.example.org", type="A", rdata=f"192.0.2.{i}")
                for i in range(1, 20)]
     response = DNS(id=0x9300, qr=1, qd=DNSQR(qname="example.org"), an=answers)
     assert len(bytes(response)) > 240  # long enough to pass the length check
-    cap.add(0, bytes(query), src="192.0.2.53", dst=S1, sport=53000, dport=67)
-    cap.add(0.1, bytes(response), src="192.0.2.53", dst=S1, sport=53, dport=67)
-    cap.add(0.2, bytes(response), src=S1, dst="192.0.2.53", sport=67, dport=68)
+    c.add(0, bytes(query), src="192.0.2.53", dst=S1, sport=53000, dport=67)
+    c.add(0.1, bytes(response), src="192.0.2.53", dst=S1, sport=53, dport=67)
+    c.add(0.2, bytes(response), src=S1, dst="192.0.2.53", sport=67, dport=68)
 
 
-def fuzzed_options(cap: Capture, rng: random.Random, count: int) -> None:
+def fuzzed_options(c: Case, rng: random.Random, count: int) -> None:
     """Valid headers and cookie, random option octets; each with its own xid, chaddr, yiaddr."""
     for i in range(count):
         raw = rng.randbytes(rng.randint(0, 300))
         op = 2 if i % 3 else 1
         data = payload(op, 0x93000000 + i, bytes([6, 0x93, 0, 0, i // 256, i % 256]),
                        yi=f"10.93.{i // 250}.{i % 250 + 1}", raw_options=raw)
-        cap.add(i * 0.001, data, src=S1 if op == 2 else "0.0.0.0")
+        c.add(i * 0.001, data, src=S1 if op == 2 else "0.0.0.0")
 
 
 def case_93_random(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Seeded random payloads of 0-1500 octets to ports 67 and 68 write nothing."""
-    cap = Capture()
-    random_payloads(cap, random.Random(93), 300)
-    feed_all(Session(redis_url, tmp_path), cap)
+    c = Case(redis_url, tmp_path)
+    random_payloads(c, random.Random(93), 300)
+    c.feed()
     assert_only(rclient)
 
 
 def case_93_dns(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """DNS messages sent to port 67 write nothing."""
-    cap = Capture()
-    dns_messages(cap)
-    feed_all(Session(redis_url, tmp_path), cap)
+    c = Case(redis_url, tmp_path)
+    dns_messages(c)
+    c.feed()
     assert_only(rclient)
 
 
 def case_93_fuzzed_options(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Valid headers with seeded random option octets write only R-RD-1-valid records."""
-    cap = Capture()
-    fuzzed_options(cap, random.Random(9393), 400)
-    feed_all(Session(redis_url, tmp_path), cap)
+    c = Case(redis_url, tmp_path)
+    fuzzed_options(c, random.Random(9393), 400)
+    c.feed()
     check_all_formats(rclient)
 
 
@@ -643,10 +613,10 @@ def case1_ack(i: int) -> bytes:
 
 def case_93_baseline(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """The unmutated ACKs of the property test are valid grants (so mutants test something)."""
-    cap = Capture()
+    c = Case(redis_url, tmp_path)
     for i in range(60):
-        cap.add(i * 0.001, case1_ack(i), src=S1)
-    feed_all(Session(redis_url, tmp_path), cap)
+        c.add(i * 0.001, case1_ack(i), src=S1)
+    c.feed()
     assert len(check_all_formats(rclient)) == 60
 
 
@@ -678,8 +648,9 @@ def case_93_property(redis_url: str, rclient: redis.Redis, tmp_path: Path,
     cap = Capture()
     for i, ops in enumerate(mutants):
         cap.add(i * 0.001, mutate(case1_ack(i), ops), src=S1, sport=67, dport=68)
+    # One session per example: tmp_path is shared by all of them, so not a Case.
     session = Session(redis_url, tmp_path)
-    feed_all(session, cap)
+    session.feed(cap)
     session.close()
     check_all_formats(rclient)
 
