@@ -58,62 +58,89 @@ end
 return cjson.encode(out)
 """
 # One batch of tracker commands, applied in order (R-RD-7) with the same commands, keys and
-# arguments as a MULTI/EXEC of them would send. ARGV: the expiry set, event and rogue streams,
-# rogue-server hash and stream cap, then one record per command, each section of it counted:
-#   G ip seed-key detail-key expire seconds score n-unindex n-seed n-detail n-extra n-index
-#     <old index keys> <seed pairs> <detail pairs> <extra pairs> <index keys>       (a Grant)
-#   R ip seed-key detail-key n-index n-event <index keys> <event pairs>           (a Revoke)
-#   X server n-event <event pairs>                                           (a rogue reply)
-# A Grant's event is its detail pairs followed by the extra pairs (event, ts, writer, previous_*).
+# arguments as a MULTI/EXEC of them would send. Field names travel once per batch, in "schemas"
+# (the names of a record's fields, in order), so that a record is mostly its values.
+# ARGV: the expiry set, event and rogue streams, rogue-server hash, stream cap; the seed, detail,
+# MAC-index and client-id-index key prefixes (keys are prefix .. value, as Keys builds them);
+# the number of schemas, each as n-detail n-names <names>; then one record per command:
+#   G ip expire seconds score schema <values>  (a Grant: n-detail detail fields, then the
+#                                               event's extra fields: event, ts, writer, previous_*)
+#   R ip schema <values>                       (a Revoke: its event's fields)
+#   X server schema <values>                   (a rogue reply: its event's fields)
 # A Grant DELs first: fields never merge, and an infinite rewrite drops the old TTL (R-RD-2).
 # Like EXEC, every command runs even after one fails; the first error is returned at the end.
 WRITE_LUA = """
-local expiry, events, rogue, rogue_servers, maxlen = unpack(ARGV, 1, 5)
+local A = ARGV
+local expiry, events, rogue, rogue_servers, maxlen = A[1], A[2], A[3], A[4], A[5]
+local seed_of, lease_of, by_mac, by_cid = A[6], A[7], A[8], A[9]
 local failure
 local function call(...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err and not failure then failure = reply.err end
 end
-local i = 6
-while i <= #ARGV do
-  local op = ARGV[i]
-  if op == 'G' then
-    local ip, seed, detail, expire, seconds, score = unpack(ARGV, i + 1, i + 6)
-    local old = i + 12
-    local first_seed = old + tonumber(ARGV[i + 7])
-    local first_detail = first_seed + 2 * tonumber(ARGV[i + 8])
-    local first_extra = first_detail + 2 * tonumber(ARGV[i + 9])
-    local first_index = first_extra + 2 * tonumber(ARGV[i + 10])
-    local next = first_index + tonumber(ARGV[i + 11])
-    for j = old, first_seed - 1 do call('SREM', ARGV[j], ip) end
-    call('DEL', seed, detail)
-    local has_seed = first_seed < first_detail
-    if has_seed then call('HSET', seed, unpack(ARGV, first_seed, first_detail - 1)) end
-    call('HSET', detail, unpack(ARGV, first_detail, first_extra - 1))
-    if expire ~= '' then
-      if has_seed then call(expire, seed, seconds) end
-      call(expire, detail, seconds)
-    end
-    for j = first_index, next - 1 do call('SADD', ARGV[j], ip) end
-    call('ZADD', expiry, score, ip)
-    call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first_detail, first_index - 1))
-    i = next
-  elseif op == 'R' then
-    local ip, seed, detail = unpack(ARGV, i + 1, i + 3)
-    local first_index = i + 6
-    local first_event = first_index + tonumber(ARGV[i + 4])
-    local next = first_event + 2 * tonumber(ARGV[i + 5])
-    call('DEL', seed, detail)
-    call('ZREM', expiry, ip)
-    for j = first_index, first_event - 1 do call('SREM', ARGV[j], ip) end
-    call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first_event, next - 1))
-    i = next
-  else
-    local next = i + 3 + 2 * tonumber(ARGV[i + 2])
-    call('HINCRBY', rogue_servers, ARGV[i + 1], 1)
-    call('XADD', rogue, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 3, next - 1))
-    i = next
+local schemas, i = {}, 11
+for s = 0, tonumber(A[10]) - 1 do
+  local n_detail, n = tonumber(A[i]), tonumber(A[i + 1])
+  local names, at = {}, {}
+  for k = 1, n do
+    names[k] = A[i + 1 + k]
+    at[names[k]] = k
   end
+  schemas[s] = {names = names, at = at, n = n, n_detail = n_detail}
+  i = i + 2 + n
+end
+local schema, first
+local function value(name)
+  local k = schema.at[name]
+  if k then return A[first + k - 1] end
+end
+local function fields(count)
+  local flat = {}
+  for k = 1, count do
+    flat[2 * k - 1] = schema.names[k]
+    flat[2 * k] = A[first + k - 1]
+  end
+  return flat
+end
+while i <= #A do
+  local op, ip = A[i], A[i + 1]
+  if op == 'G' then
+    local expire, seconds, score = A[i + 2], A[i + 3], A[i + 4]
+    schema, first = schemas[tonumber(A[i + 5])], i + 6
+    local old_mac, old_cid = value('previous_mac'), value('previous_client_id')
+    if old_mac then call('SREM', by_mac .. old_mac, ip) end
+    if old_cid then call('SREM', by_cid .. old_cid, ip) end
+    call('DEL', seed_of .. ip, lease_of .. ip)
+    local mac, hostname, cid = value('mac'), value('hostname'), value('client_id')
+    local seed = {}
+    if mac then seed[#seed + 1] = 'mac'; seed[#seed + 1] = mac end
+    if hostname then seed[#seed + 1] = 'hostname'; seed[#seed + 1] = hostname end
+    if #seed > 0 then call('HSET', seed_of .. ip, unpack(seed)) end
+    local event = fields(schema.n)
+    call('HSET', lease_of .. ip, unpack(event, 1, 2 * schema.n_detail))
+    if expire ~= '' then
+      if #seed > 0 then call(expire, seed_of .. ip, seconds) end
+      call(expire, lease_of .. ip, seconds)
+    end
+    if mac then call('SADD', by_mac .. mac, ip) end
+    if cid then call('SADD', by_cid .. cid, ip) end
+    call('ZADD', expiry, score, ip)
+    call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(event))
+  else
+    schema, first = schemas[tonumber(A[i + 2])], i + 3
+    if op == 'R' then
+      call('DEL', seed_of .. ip, lease_of .. ip)
+      call('ZREM', expiry, ip)
+      local mac, cid = value('mac'), value('client_id')
+      if mac then call('SREM', by_mac .. mac, ip) end
+      if cid then call('SREM', by_cid .. cid, ip) end
+      call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(fields(schema.n)))
+    else
+      call('HINCRBY', rogue_servers, ip, 1)
+      call('XADD', rogue, 'MAXLEN', '~', maxlen, '*', unpack(fields(schema.n)))
+    end
+  end
+  i = first + schema.n
 end
 if failure then return redis.error_reply(failure) end
 return 0
@@ -196,11 +223,19 @@ def _fields(raw: Any) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in raw.items()}
 
 
-def _flat(fields: dict[str, str]) -> Iterator[str]:
-    """name, value, name, value...: a hash or stream entry as WRITE_LUA reads it."""
-    for name, value in fields.items():
-        yield name
-        yield value
+class _Batch:
+    """WRITE_LUA's records, and the schemas they use: (n-detail, names) -> number."""
+
+    def __init__(self) -> None:
+        self.records: list[EncodableT] = []
+        self._schemas: dict[tuple[int, tuple[str, ...]], int] = {}
+
+    @property
+    def schemas(self) -> list[tuple[int, tuple[str, ...]]]:
+        return list(self._schemas)  # in order of their numbers
+
+    def schema(self, n_detail: int, names: tuple[str, ...]) -> int:
+        return self._schemas.setdefault((n_detail, names), len(self._schemas))
 
 
 def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
@@ -261,47 +296,40 @@ class LeaseStore:
     def apply(self, commands: Sequence[Command], now: float) -> None:
         """Write one batch in one MULTI/EXEC round trip, in order (R-RD-2, R-RD-7).
 
-        The batch is one WRITE_LUA call: the commands travel as one flat argument list that
-        hiredis packs in C, instead of ten redis-py commands per lease.
+        The batch is one WRITE_LUA call, about 20 arguments a lease instead of ten redis-py
+        commands and their 60 arguments.
         """
         if not commands:
             return
-        args = self._write_header()
+        batch = _Batch()
         for command in commands:
             match command:
                 case Grant():
-                    self._grant(args, command, now)
+                    self._grant(batch, command, now)
                 case Revoke():
-                    self._revoke(args, command)
+                    self._revoke(batch, command)
                 case Rejected() if command.reason in ROGUE_REASONS:
-                    self._rogue(args, command)
+                    self._rogue(batch, command)
+        keys = self.keys
+        header: list[EncodableT] = [
+            keys.expiry, keys.events, keys.rogue, keys.rogue_servers, self.stream_maxlen,
+            keys.seed(""), keys.lease(""), keys.by_mac(""), keys.by_client_id(""),
+            len(batch.schemas)]
+        for n_detail, names in batch.schemas:
+            header += (n_detail, len(names), *names)
         pipe = self.client.pipeline(transaction=True)
-        pipe.eval(WRITE_LUA, 0, *args)
+        pipe.eval(WRITE_LUA, 0, *header, *batch.records)
         pipe.hset(self.keys.writers, self.writer, str(math.floor(now)))
         with _errors("write"):
             pipe.execute()
 
-    def _write_header(self) -> list[EncodableT]:
-        keys = self.keys
-        return [keys.expiry, keys.events, keys.rogue, keys.rogue_servers, self.stream_maxlen]
-
-    def _index_keys(self, lease: Lease) -> list[str]:
-        keys = []
-        if lease.mac is not None:
-            keys.append(self.keys.by_mac(lease.mac))
-        if lease.client_id is not None:
-            keys.append(self.keys.by_client_id(lease.client_id))
-        return keys
-
-    def _grant(self, args: list[EncodableT], grant: Grant, now: float) -> None:
+    def _grant(self, batch: _Batch, grant: Grant, now: float) -> None:
         lease, previous = grant.lease, grant.previous
-        seed, detail = lease.seed_fields(), lease.detail_fields()
+        detail = lease.detail_fields()
         extra = _extra(event=grant.event, ts=str(lease.updated), writer=self.writer,
                        previous_mac=previous.mac if previous else None,
                        previous_client_id=previous.client_id if previous else None,
                        previous_hostname=previous.hostname if previous else None)
-        old_keys = self._index_keys(previous) if previous is not None else []
-        new_keys = self._index_keys(lease)
         score: EncodableT
         if lease.expires is None:
             expire, seconds, score = "", 0, "inf"
@@ -310,33 +338,28 @@ class LeaseStore:
         else:
             expire, seconds = "EXPIRE", lease.lease_time
             score = math.floor(now) + lease.lease_time
-        args += ("G", lease.ip, self.keys.seed(lease.ip), self.keys.lease(lease.ip), expire,
-                 seconds, score, len(old_keys), len(seed), len(detail), len(extra),
-                 len(new_keys), *old_keys)
-        args += _flat(seed)
-        args += _flat(detail)
-        args += _flat(extra)
-        args += new_keys
+        batch.records += ("G", lease.ip, expire, seconds, score,
+                          batch.schema(len(detail), (*detail, *extra)))
+        batch.records += detail.values()
+        batch.records += extra.values()
 
-    def _revoke(self, args: list[EncodableT], revoke: Revoke) -> None:
+    def _revoke(self, batch: _Batch, revoke: Revoke) -> None:
         lease = revoke.lease
         event = lease.detail_fields()
         event.update(_extra(event="deleted", reason=revoke.reason, writer=self.writer,
                             ts=str(math.floor(revoke.ts)) if revoke.ts else None))
-        index_keys = self._index_keys(lease)
-        args += ("R", lease.ip, self.keys.seed(lease.ip), self.keys.lease(lease.ip),
-                 len(index_keys), len(event), *index_keys)
-        args += _flat(event)
+        batch.records += ("R", lease.ip, batch.schema(0, tuple(event)))
+        batch.records += event.values()
 
-    def _rogue(self, args: list[EncodableT], rejected: Rejected) -> None:
+    def _rogue(self, batch: _Batch, rejected: Rejected) -> None:
         msg = rejected.msg
         server = msg.server_id or msg.src  # server(P), R-SV-1
         event = _extra(
             event="rejected", reason=rejected.reason, type=msg.type_name, server=server,
             src=msg.src, mac=msg.mac, ip=msg.yiaddr if msg.yiaddr != "0.0.0.0" else None,
             xid=f"{msg.xid:08x}", ts=str(math.floor(msg.ts)), writer=self.writer)
-        args += ("X", server, len(event))
-        args += _flat(event)
+        batch.records += ("X", server, batch.schema(0, tuple(event)))
+        batch.records += event.values()
 
     # ---- reading ---------------------------------------------------------------------------
 
