@@ -458,7 +458,9 @@ class LeaseStore:
         with _errors("read"):
             cursor, keys = self.client.scan(cursor, match=self.keys.seed_pattern, count=count,
                                             _type="hash")
-        return int(cursor), [ip for key in keys if (ip := self.keys.seed_ip(_text(key)))]
+        skip = len(self.keys.key_prefix)  # the pattern matched it
+        return int(cursor), [ip for key in keys
+                             if ipv4_number(ip := _text(key)[skip:]) is not None]
 
     def lease_ips(self) -> list[str]:
         """Every address in the expiry set: our leases, including those without a seed hash."""
@@ -555,6 +557,17 @@ class LeaseStore:
                     continue
                 rows.append((_foreign_lease(ip, _fields(raw), int(ttl), now), int(ttl)))
         return rows
+
+
+def ipv4_number(text: str) -> int | None:
+    """The address as a number if `text` is an IPv4 address written as str(IPv4Address) writes
+    it, else None. A tenth of ipaddress's cost: a view checks 100k keys per sweep."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):
+        return None
+    return int.from_bytes(packed, "big") if socket.inet_ntop(socket.AF_INET, packed) == text \
+        else None
 
 
 def _foreign_lease(ip: str, fields: dict[str, str], ttl: int, now: int) -> Lease:

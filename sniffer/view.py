@@ -18,7 +18,6 @@ import os
 import re
 import select
 import signal
-import socket
 import sys
 import termios
 import threading
@@ -34,14 +33,13 @@ from enum import StrEnum
 from itertools import takewhile
 from typing import Any
 
-from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from sniffer.lease import Lease
-from sniffer.store import BATCH, LeaseStore, StoreError
+from sniffer.store import BATCH, LeaseStore, StoreError, ipv4_number
 
 # Every C0 control, DEL and the C1 range would move the cursor or start an escape sequence; the
 # backslash is doubled so that an escape shown can't be confused with the same text sent.
@@ -153,16 +151,6 @@ BUCKET = 10  # seconds per counter bucket
 Entry = tuple[Any, ...]  # an index entry: sort key..., ip number, ip
 
 
-def ip_number(ip: str) -> int | None:
-    """The address as a number, or None unless `ip` is a dotted quad in canonical form."""
-    try:
-        packed = socket.inet_pton(socket.AF_INET, ip)
-    except (OSError, ValueError):
-        return None
-    return int.from_bytes(packed, "big") if socket.inet_ntop(socket.AF_INET, packed) == ip \
-        else None
-
-
 @dataclass(frozen=True, slots=True)
 class Row:
     """One current lease as the view shows it."""
@@ -201,7 +189,7 @@ def _entry(sort: Sort, row: Row) -> Entry:
 
 
 class SortedIndex:
-    """Entries in order, kept in blocks of LOAD to 2*LOAD entries, with each block's last entry
+    """Entries in order, kept in blocks of at most 2*LOAD entries, with each block's last entry
     in a list to bisect (the layout of the sortedcontainers package). Adding or removing an
     entry moves at most one block's worth, so 100k rows update in microseconds each."""
 
@@ -289,6 +277,7 @@ class ViewModel:
         self.writers: dict[str, int] = {}  # sniffer name -> Unix seconds of its last write
         self.last_rogue: str | None = None  # the server of the latest rogue reply
         self.status = ""  # loading progress, or the Redis problem being retried
+        self.changes = 0  # rows put or dropped so far
         self._indexes = {sort: SortedIndex() for sort in Sort}
         self._buckets: dict[int, Counter[str]] = {}
         self._filter: _Filter | None = None
@@ -298,7 +287,7 @@ class ViewModel:
         """Show `lease` at `ip` with `ttl` seconds left (-1: infinite) as of `now`. Without a
         change, the row keeps the change last seen for it."""
         old = self.rows.get(ip)
-        number = old.number if old is not None else ip_number(ip)
+        number = old.number if old is not None else ipv4_number(ip)
         if number is None:
             return
         if change is None:
@@ -355,11 +344,13 @@ class ViewModel:
     def matching(self, sort: Sort, text: str) -> SortedIndex:
         """The entries in `sort` order whose ip, MAC or hostname contains `text` (any case)."""
         if not text:
+            self._filter = None  # it would hold on to the rows changed meanwhile
             return self._indexes[sort]
         wanted = self._filter
         if wanted is None or wanted.sort is not sort or wanted.text != text:
             # Typing narrows the filter: the new matches are among the old ones.
-            narrower = wanted is not None and wanted.sort is sort and text.startswith(wanted.text)
+            narrower = wanted is not None and wanted.sort is sort and \
+                text.startswith(wanted.text) and wanted.catch_up()
             wanted = self._filter = _Filter(sort, text, self.rows, self._indexes[sort],
                                             wanted.index if wanted and narrower else None)
         elif not wanted.catch_up():
@@ -381,6 +372,7 @@ class ViewModel:
             self.rows[new.ip] = new
         if self._filter is not None:
             self._filter.changed(old, new)
+        self.changes += 1
 
 
 class _Filter:
@@ -428,8 +420,9 @@ class _Filter:
 RECONCILE = 10.0  # seconds between the starts of two sweeps over the seed hashes
 FETCH_CHUNK = 500  # addresses per records() call
 SCAN_COUNT = 2000  # keys per SCAN step
-SWEEP_BUDGET = 0.02  # seconds of a step the sweep may take: it must not crowd out the refresh
+SWEEP_BUDGET = 0.01  # seconds of a step the sweep may take: it must not crowd out the refresh
 WRITERS_EVERY = 2.0
+SETTLE_EVERY = 10_000  # row changes between two exemptions from the collector
 
 
 def _stream_order(entry_id: str) -> tuple[int, int]:
@@ -468,6 +461,7 @@ class Feed:
         self._seen: set[str] = set()
         self._next_sweep = 0.0
         self._next_writers = 0.0
+        self._settled = 0  # model.changes when the collector was last told to leave rows be
 
     def step(self, budget: float = 0.05) -> None:
         """Do up to about `budget` seconds of work; raises StoreError if Redis fails."""
@@ -480,6 +474,7 @@ class Feed:
             if self.loading and time.monotonic() >= until:
                 self.model.status = f"loading leases: {self.loading:,} to go"
                 self.busy = True
+                self._settle()
                 return
         self.model.status = ""
         more = self._events(now, until)
@@ -490,6 +485,16 @@ class Feed:
             self.model.writers = self.store.writers()
             self._next_writers = now + WRITERS_EVERY
         self.busy = more or bool(self._fetch)
+        if self.model.changes - self._settled >= SETTLE_EVERY:
+            self._settle()
+
+    def _settle(self) -> None:
+        """The rows are long-lived and free of cycles: once many are new, exempt what lives
+        from the collector, whose full passes over 100k rows would stall a refresh ~250 ms.
+        Young garbage is collected first, so that no cycle is exempted with them."""
+        gc.collect(1)
+        gc.freeze()
+        self._settled = self.model.changes
 
     def _start(self) -> None:
         now = self.clock()
@@ -506,7 +511,7 @@ class Feed:
         """Re-read a chunk of queued addresses: show what Redis holds, drop what has gone."""
         chunk = [self._fetch.popleft() for _ in range(min(FETCH_CHUNK, len(self._fetch)))]
         self.loading = max(0, self.loading - len(chunk))
-        found = self.store.records([ip for ip in chunk if ip_number(ip) is not None])
+        found = self.store.records([ip for ip in chunk if ipv4_number(ip) is not None])
         for ip in chunk:
             if ip in found:
                 self.model.put(ip, *found[ip], now)
@@ -533,7 +538,7 @@ class Feed:
                 return len(entries) == BATCH
 
     def _apply(self, touched: dict[str, Change], now: float) -> None:
-        found = self.store.records([ip for ip in touched if ip_number(ip) is not None])
+        found = self.store.records([ip for ip in touched if ipv4_number(ip) is not None])
         for ip, change in touched.items():
             if ip not in found:
                 self.model.drop(ip)
@@ -570,9 +575,6 @@ class Feed:
                 self._seen = set()
                 self._next_sweep = self._sweep_started + self.reconcile
                 self._sweep_started = None
-                # The rows are long-lived and free of cycles: exempt them from the collector,
-                # whose full passes over 100k rows would otherwise stall a refresh (~250 ms).
-                gc.freeze()
                 return
 
 
@@ -596,7 +598,7 @@ CHANGE_STYLES = {
 }
 HEADER_LINES = 2
 FOOTER_LINES = 2  # the rule above the recent changes, and the key-help line
-TABLE_HEADER_LINES = 2
+TABLE_HEADER_LINES = 1
 
 
 def recent_lines(height: int) -> int:
@@ -719,9 +721,9 @@ def visible_columns(width: int) -> list[str]:
 
 def _lease_rows(rows: list[Row], now: float, width: int) -> Table:
     names = visible_columns(width)
-    # SIMPLE_HEAD: a rule under the header, one space between columns.
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", expand=True,
-                  padding=0)
+    # No box: a space of padding after each cell, so a highlighted row is one unbroken bar.
+    table = Table(box=None, header_style="bold underline", expand=True, padding=(0, 1, 0, 0),
+                  pad_edge=False)
     for name, minimum, _drop in COLUMNS:
         if name in names:
             table.add_column(name, min_width=minimum, no_wrap=True, overflow="ellipsis",

@@ -1,7 +1,8 @@
 """The live view's parts: safe rendering, the model and its order, render(), keys, the feed
 from a real Redis, the store's read methods it uses, and the `history` command.
 
-Run as a script (`python tests/test_view.py docs/view.svg`) it draws the README picture.
+Run as a script (`python tests/test_view.py docs/view.svg`) it draws the README picture, SVG
+and PNG.
 """
 
 from __future__ import annotations
@@ -219,10 +220,10 @@ def test_render_sorts_filters_and_scrolls() -> None:
     by_mac = screen(render(model, ViewState(filter=":03"), NOW, 40))
     assert [row.split()[0] for row in lease_lines(by_mac)] == ["192.0.2.25"]
     short = screen(render(model, ViewState(offset=3), NOW, 12), height=12)
-    assert page_size(12) == 6
+    assert page_size(12) == 7
     assert [row.split()[0] for row in lease_lines(short)] == [
         "192.0.2.10", "192.0.2.15", "192.0.2.20", "192.0.2.25", "192.0.2.30", "192.0.2.35"][:6]
-    assert "rows 1-6 of 6" in short  # offset 3 clamped: six rows fit
+    assert "rows 1-6 of 6" in short  # offset 3 clamped: all six rows fit
 
 
 @pytest.mark.parametrize(("width", "dropped"), [
@@ -593,5 +594,16 @@ def test_readme_picture_renders(tmp_path: Path) -> None:
     assert "\x1b" not in svg and "markup" in svg
 
 
+def write_png(svg: Path) -> Path:
+    """The picture as PNG beside it, by rsvg-convert (Debian: librsvg2-bin). rsvg drops the
+    no-break spaces rich writes at the start of a span, so they become preserved spaces."""
+    text = svg.read_text().replace("&#160;", " ").replace("<svg ", '<svg xml:space="preserve" ', 1)
+    png = svg.with_suffix(".png")
+    subprocess.run(["rsvg-convert", "-f", "png", "-o", str(png)], input=text.encode(),
+                   check=True)
+    return png
+
+
 if __name__ == "__main__":
     write_picture(Path(sys.argv[1]))
+    write_png(Path(sys.argv[1]))

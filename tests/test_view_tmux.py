@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import REPO, require_tool
+from conftest import REPO, free_port, require_tool
 from specharness import (
     ACK,
     DISCOVER,
@@ -264,3 +264,44 @@ def test_leases_watch_redraws_until_ctrl_c(terminal: Terminal, redis_url: str,
     terminal.keys("C-c")
     terminal.wait_for("exit=0")
     assert terminal.restored()
+
+
+def test_a_redis_outage_is_shown_and_survived(terminal: Terminal, tmp_path: Path) -> None:
+    """A Redis of its own, stopped and started again under the running view."""
+    binary, port = require_tool("redis-server"), free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(tmp_path)]
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(url).ping()
+                return server
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    server = start()
+    try:
+        terminal.run("view", "--redis-url", url)
+        terminal.wait_for("active leases 0")
+        server.terminate()
+        server.wait(timeout=10)
+        screen = terminal.wait_for("retrying")
+        assert "Connection refused" in screen.splitlines()[0]
+        server = start()
+        LeaseStore(redis.Redis.from_url(url), Keys(), capture_clock=False, writer="w").apply(
+            [Grant(Lease(ip="192.0.2.9", mac="02:00:00:00:00:09", htype=1, client_id=None,
+                         hostname="after", hostname_src="req12", expires=None,
+                         lease_time=4294967295, server=S1, giaddr="0.0.0.0", circuit_id=None,
+                         remote_id=None, xid=1, updated=math.floor(time.time()), kind="dhcp"),
+                   "granted")], time.time())
+        screen = terminal.wait(lambda s: "after" in s and "retrying" not in s)
+        assert "active leases 1" in screen
+        terminal.keys("q")
+        terminal.wait_for("exit=0")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
