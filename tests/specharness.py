@@ -3,7 +3,8 @@ the real pipeline (tshark -> decoder -> tracker -> redis-server), and read the r
 
 Fixtures of the spec, section 0.4: clients A and B, servers S1 and S2, rogue X, relays R1, R1B, R2.
 The message builders follow the spec's notation (section 0.3): every OFFER and ACK carries 54 and
-1=/24 unless told otherwise.
+1=/24 unless told otherwise. A `Case` is one spec case: its t0, a tracker `Session`, the packets
+being added, and the common exchanges (DORA, setup lease, case 2's relayed exchange, ...).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from sniffer.tracker import Tracker, TrackerConfig
 A = bytes.fromhex("02000000000a")
 B = bytes.fromhex("02000000000b")
 A_MAC = "02:00:00:00:00:0a"
-B_MAC = "02:00:00:00:00:0b"
 ID_A = bytes.fromhex("0102000000000a")
 S1, S2, X = "192.0.2.1", "192.0.2.2", "192.0.2.66"
 R1, R1B, R2 = "198.51.100.1", "198.51.100.2", "203.0.113.1"
@@ -218,13 +218,13 @@ def write_pcap(path: Path, frames: Iterable[Frame], linktype: int = LINKTYPE_ETH
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
 
 
-def ip_udp(src: str, dst: str, sport: int, dport: int, data: bytes) -> bytes:
+def _ip_udp(src: str, dst: str, sport: int, dport: int, data: bytes) -> bytes:
     """An IPv4 (IHL 5) + UDP datagram with correct lengths and checksums."""
     udp_len = 8 + len(data)
     pseudo = ip4(src) + ip4(dst) + struct.pack("!BBH", 0, 17, udp_len)
@@ -248,7 +248,7 @@ class Packet:
 
 def eth_frame(p: Packet) -> bytes:
     """The packet as a broadcast Ethernet frame."""
-    return ETH_BCAST + ETH_SRC + b"\x08\x00" + ip_udp(p.src, p.dst, p.sport, p.dport, p.data)
+    return ETH_BCAST + ETH_SRC + b"\x08\x00" + _ip_udp(p.src, p.dst, p.sport, p.dport, p.data)
 
 
 @dataclass
@@ -597,8 +597,12 @@ def check_formats(client: redis.Redis, ip: str) -> None:
     """Every field of the record at ip has its R-RD-1 format; the seed mirrors the detail; the
     TTLs match `expires` under the capture clock (2 s tolerance) or are -1 when infinite.
     Read in one transaction, so a record that expires meanwhile is seen whole or not at all."""
+    detail_key = f"{NS}:lease:{ip}"
     pipe = client.pipeline(transaction=True)
-    pipe.hgetall(ip).hgetall(f"{NS}:lease:{ip}").ttl(ip).ttl(f"{NS}:lease:{ip}")
+    pipe.hgetall(ip)
+    pipe.hgetall(detail_key)
+    pipe.ttl(ip)
+    pipe.ttl(detail_key)
     seed_raw, detail_raw, seed_ttl, detail_ttl = pipe.execute()
     seed = _decoded(seed_raw)
     d = _decoded(detail_raw)
@@ -624,9 +628,9 @@ def check_formats(client: redis.Redis, ip: str) -> None:
     assert _dotted_quad(d["server"]) and _dotted_quad(d["giaddr"])
     assert re.fullmatch(r"[0-9a-f]{8}", d["xid"]) and DECIMAL.fullmatch(d["updated"])
     assert d["kind"] in {"dhcp", "bootp"}
-    assert DECIMAL.fullmatch(d["lease_time"]) and 1 <= int(d["lease_time"]) <= 0xFFFFFFFF
+    assert DECIMAL.fullmatch(d["lease_time"]) and 1 <= int(d["lease_time"]) <= INFINITE
     if d["expires"] == "infinite":
-        assert d["lease_time"] == str(0xFFFFFFFF)
+        assert d["lease_time"] == str(INFINITE)
         assert detail_ttl == -1 and (not seed or seed_ttl == -1), (detail_ttl, seed_ttl)
         return
     assert DECIMAL.fullmatch(d["expires"])
