@@ -532,16 +532,25 @@ class RedisServer:
         self.dir.chmod(0o755)  # an unprivileged sniffer must reach the socket too
         self.socket = self.dir / "redis.sock"
         self.url = f"unix://{self.socket}"
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self) -> None:
+        """Start it (again, after stop(): empty, on the same socket)."""
         self.proc = subprocess.Popen(
             [tool("redis-server"), "--port", "0", "--unixsocket", str(self.socket),
              "--unixsocketperm", "777", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(self._answers, "redis-server to listen", timeout=10)
-        except BaseException:
-            self.close()
-            raise
+        wait_for(self._answers, "redis-server to listen", timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
     def _answers(self) -> bool:
         if self.proc.poll() is not None:
@@ -555,9 +564,8 @@ class RedisServer:
             return sock.recv(16).startswith(b"+PONG")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        if hasattr(self, "proc"):
+            self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

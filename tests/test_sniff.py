@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -255,6 +256,25 @@ def test_a_signal_stops_cleanly_after_writing_everything(link: Link, rc: redis.R
 
 # ---- supervision -----------------------------------------------------------------------------
 
+def test_writes_wait_out_a_redis_outage(link: Link, tmp_path: Path) -> None:
+    own = RedisServer()
+    try:
+        sniffer = sniff_daemon(link.ns, ["-i", "v0", "--redis-url", own.url,
+                                         "--allow-server", S1], tmp_path / "log")
+        sniffer.wait_output(r"capturing on v0")
+        own.stop()
+        link.send(exchanges(0, 3))
+        sniffer.wait_output(r"WARNING Redis write failed: .*; keeping \d+ writes and retrying")
+        own.start()
+        sniffer.wait_output(r"INFO Redis writes resumed after \d+ s", timeout=40)
+        client = redis.Redis(unix_socket_path=str(own.socket), decode_responses=True)
+        assert all(client.exists(client_ip(n)) for n in range(3))
+        client.close()
+        assert sniffer.stop(signal.SIGTERM) == 0
+    finally:
+        own.close()
+
+
 def test_killed_tshark_and_dumpcap_are_replaced(link: Link, rc: redis.Redis,
                                                 start: Start) -> None:
     sniffer = start("--allow-server", S1)
@@ -317,6 +337,42 @@ def test_kernel_drops_are_counted_and_logged(link: Link, rc: redis.Redis, start:
     label = 'dhcp_hive_mind_capture_dropped_packets_total{interface="v0",where="kernel"}'
     wait_for(lambda: metrics(link).get(label, 0) > 0, "drops reported", timeout=30)
     assert re.search(r"WARNING capture on v0 dropped \d+ packets \(kernel \d+", sniffer.output())
+
+
+# ---- with the live view ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["q", "SIGTERM"])
+def test_the_view_runs_beside_the_sniffer(link: Link, rc: redis.Redis,
+                                          socket_redis: RedisServer, tmp_path: Path,
+                                          how: str) -> None:
+    require_tool("tmux")
+    from test_view_tmux import Terminal
+
+    terminal = Terminal(tmp_path)
+    try:
+        errors = tmp_path / "stderr"
+        command = shlex.join(link.ns.cmd(
+            sys.executable, "-m", "sniffer", "sniff", "-i", "v0", "--redis-url",
+            socket_redis.url, "--allow-server", S1, "--view"))
+        # As Terminal.run does it, with the terminal settings noted for restored().
+        terminal.type(f"stty -g > {tmp_path}/stty-before; {command} 2> {errors}; "
+                      f"echo exit=$?; stty -g > {tmp_path}/stty-after")
+        terminal.keys("Enter")
+        terminal.wait_for("active leases 0")
+        link.send(request_ack(0, hostname="viewed"))
+        screen = terminal.wait_for("active leases 1")
+        assert re.search(rf"{client_ip(0)} +{client_mac(0)} +viewed ", screen)
+        if how == "q":
+            terminal.keys("q")
+        else:
+            os.kill(terminal.command_pid(), signal.SIGTERM)
+        terminal.wait_for("exit=0")
+        assert terminal.restored()
+        # Log lines held back while the view had the screen come out afterwards.
+        assert re.search(r"INFO capturing on v0\n.*INFO stopped: 2 packets, 1 leases written",
+                         errors.read_text(), re.S)
+    finally:
+        terminal.close()
 
 
 # ---- start-up problems -----------------------------------------------------------------------
