@@ -1,0 +1,182 @@
+"""Live capture under load: leases lost and ACK-to-Redis latency, in the namespace lab.
+
+The lab of tests/lab.py (Kea, dhcrelay on the relay host) with perfdhcp's simulated clients
+behind the relay; `dhcp-hive-mind sniff -i up0 -i down0` runs on the relay host, so it sees
+every message on both legs. After each run, Kea's leases (lease4-get-all) are compared with the
+seed hashes in Redis: a lease Kea granted that Redis lacks, or holds with another MAC, is lost.
+
+Latency is measured outside the sniffer: a separate dumpcap on up0 timestamps each ACK as the
+kernel saw it arrive from Kea, and the id of the lease's "granted" event in the event stream is
+Redis's own clock when the write ran (one machine, one clock).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from lab import PERF_IP, SERVER_IP, Lab, RedisServer, sniff_daemon, wait_for  # noqa: E402
+
+BIG_NET = "10.64.0.0/16"  # perfdhcp's clients: room for 65,000 leases
+BIG_POOL = "10.64.0.1 - 10.64.255.254"
+EVENTS = "dhcp-hive-mind:events"
+SEED_PATTERN = "[0-9]*.[0-9]*.[0-9]*.[0-9]*"
+SETTLE = 2.0  # seconds Redis must stay unchanged after perfdhcp before the comparison
+SETTLE_LIMIT = 60.0
+
+
+class BenchLab(Lab):
+    """The lab with a pool big enough for thousands of exchanges a second: perfdhcp's relayed
+    requests (giaddr PERF_IP) are given addresses in BIG_NET, selected by that relay address."""
+
+    def _kea_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super()._kea_config()
+        config["Dhcp4"]["subnet4"].insert(0, {
+            "id": 100, "subnet": BIG_NET, "pools": [{"pool": BIG_POOL}],
+            "relay": {"ip-addresses": [PERF_IP]}})
+        # Not a log line per lease: the loggers that write them say only warnings.
+        config["Dhcp4"]["loggers"] += [
+            {"name": f"kea-dhcp4.{name}", "severity": "WARN",
+             "output_options": [{"output": "stdout"}]}
+            for name in ("leases", "packets", "alloc-engine", "dhcpsrv", "bad-packets")]
+        return config
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    rate: int  # exchanges a second perfdhcp was asked for
+    seconds: int
+    kea_leases: int
+    redis_leases: int
+    lost: int  # Kea's leases missing from Redis or held there with another MAC
+    extra: int  # seed hashes in Redis that Kea does not have
+    acks_seen: int  # ACKs the separate capture saw on up0
+    latencies: tuple[float, ...]  # seconds, one per lease: first ACK on up0 -> its write
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def available() -> str | None:
+    """Why the live benchmark cannot run here, or None if it can."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for name in ("kea-dhcp4", "dhcrelay", "perfdhcp", "dumpcap", "tshark", "redis-server"):
+        if shutil.which(name) is None and shutil.which(name, path="/usr/sbin:/sbin") is None:
+            return f"{name} is not installed"
+    return None
+
+
+@contextmanager
+def scratch_redis() -> Iterator[tuple[RedisServer, redis.Redis]]:
+    server = RedisServer()
+    client = redis.Redis(unix_socket_path=str(server.socket), decode_responses=True)
+    try:
+        yield server, client
+    finally:
+        client.close()
+        server.close()
+
+
+def run(rate: int, seconds: int) -> LiveResult:
+    """One perfdhcp run at `rate` exchanges a second for `seconds`, sniffed on both legs."""
+    workdir = Path(tempfile.mkdtemp(prefix="hive-bench-live-"))
+    try:
+        with scratch_redis() as (server, client), BenchLab(relayed_clients=0) as lab:
+            sniffer = sniff_daemon(
+                lab.relay, ["-i", "up0", "-i", "down0", "--redis-url", server.url,
+                            "--allow-server", SERVER_IP], workdir / "sniff.log")
+            try:
+                sniffer.wait_output(r"capturing on up0[\s\S]*capturing on down0|"
+                                    r"capturing on down0[\s\S]*capturing on up0")
+                acks = lab.capture("relay", ["up0"], workdir / "up0.pcap")
+                lab.perfdhcp(rate * seconds, rate=rate)
+                settle(client)
+                ack_times = first_acks(acks.stop())
+                kea = {str(lease["ip-address"]): str(lease["hw-address"])
+                       for lease in lab.leases()}
+                if sniffer.stop(signal.SIGTERM) != 0:
+                    raise RuntimeError(f"sniff failed: {sniffer.output()[-2000:]}")
+            finally:
+                sniffer.stop(signal.SIGKILL)
+            ours = seed_macs(client)
+            written = granted_at(client)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    lost = sum(1 for ip, mac in kea.items() if ours.get(ip) != mac)
+    latencies = tuple(written[ip] - ack_times[ip] for ip in kea
+                      if ip in written and ip in ack_times)
+    return LiveResult(rate, seconds, len(kea), len(ours), lost, len(ours.keys() - kea.keys()),
+                      len(ack_times), latencies)
+
+
+def settle(client: redis.Redis) -> None:
+    """Wait until the number of keys in Redis has not changed for SETTLE seconds."""
+    last, since = -1, time.monotonic()
+
+    def steady() -> bool:
+        nonlocal last, since
+        size = int(client.dbsize())
+        if size != last:
+            last, since = size, time.monotonic()
+        return time.monotonic() - since >= SETTLE
+
+    wait_for(steady, "Redis to settle", timeout=SETTLE_LIMIT)
+
+
+def seed_macs(client: redis.Redis) -> dict[str, str]:
+    """The seed hashes in Redis: IP -> MAC."""
+    keys = list(client.scan_iter(match=SEED_PATTERN, count=1000, _type="hash"))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, "mac")
+    return dict(zip(keys, pipe.execute(), strict=True))
+
+
+def granted_at(client: redis.Redis) -> dict[str, float]:
+    """IP -> Redis's clock when its first lease was written: the event stream id (milliseconds
+    of Redis time) of its first "granted" event."""
+    written: dict[str, float] = {}
+    last = "-"
+    while entries := client.xrange(EVENTS, last, "+", count=10_000):
+        for entry_id, fields in entries:
+            if fields.get("event") == "granted" and fields["ip"] not in written:
+                written[fields["ip"]] = int(entry_id.split("-")[0]) / 1000
+        last = "(" + entries[-1][0]
+    return written
+
+
+def first_acks(pcap: Path) -> dict[str, float]:
+    """IP -> capture time of the first ACK granting it."""
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-n", "-Y", "dhcp.option.dhcp == 5", "-T", "fields",
+         "-e", "frame.time_epoch", "-e", "dhcp.ip.your"],
+        capture_output=True, text=True, check=True).stdout
+    times: dict[str, float] = {}
+    for line in out.splitlines():
+        stamp, _, ip = line.partition("\t")
+        times.setdefault(ip, float(stamp))
+    return times
+
+
+def median(values: tuple[float, ...]) -> float:
+    return statistics.median(values) if values else float("nan")

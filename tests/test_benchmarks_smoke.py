@@ -1,0 +1,64 @@
+"""benchmarks/run.py --quick: the benchmark runs end to end on small sizes and its correctness
+checks hold (every lease written, the table printed). Timings are not asserted."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import IN_CI, REPO, require_tool
+
+LIVE_TOOLS = ("kea-dhcp4", "dhcrelay", "perfdhcp", "dumpcap", "tshark", "redis-server", "ip")
+
+
+def run_quick(parts: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--only", parts],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+def row(table: str, start: str) -> list[str]:
+    """The cells of the table row whose first cell starts with `start`."""
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0].startswith(start):
+            return cells
+    raise AssertionError(f"no row {start!r} in:\n{table}")
+
+
+def test_replay_and_memory_write_every_lease() -> None:
+    for name in ("tshark", "redis-server"):
+        require_tool(name)
+    table = run_quick("replay,memory")
+    assert table.splitlines()[0].startswith(f"{os.cpu_count()} x ")  # the machine line
+    for contender in ("tshark -Y dhcp, 23 fields", "tshark -Y dhcp, 6 seed",
+                      "dhcp-hive-mind replay", "naive pyshark loop"):
+        cells = row(table, f"replay 1,000 packets (250 exchanges): {contender}")
+        assert re.fullmatch(r"\d+\.\d\d s", cells[1])
+    memory = row(table, "memory: 20,000 random DISCOVERs, then 200 exchanges")
+    assert memory[2] == "all 200 leases written"
+    assert re.fullmatch(r"\d+ MB", memory[1])
+
+
+@pytest.mark.e2e
+def test_live_loses_no_lease_at_a_low_rate() -> None:
+    for name in LIVE_TOOLS:
+        require_tool(name)
+    if os.geteuid() != 0:
+        message = "the namespace lab needs root"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    table = run_quick("live")
+    label = "live 50 exchanges/s for 3 s, both legs (~400 packets/s)"
+    lost = re.fullmatch(r"0 of (\d+)", row(table, f"{label}: leases lost")[1])
+    assert lost is not None and int(lost[1]) > 0
+    latency = row(table, f"{label}: ACK-to-Redis latency")
+    assert re.fullmatch(r"\d+ / \d+ ms", latency[1])
+    assert latency[2] == f"{lost[1]} leases timed"  # every lease Kea granted was seen and written
