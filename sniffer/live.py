@@ -227,11 +227,7 @@ class InterfaceWatch:
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
-                try:
-                    end, captured = self._relay(lost_at)
-                    message = end.message or "dumpcap exited"
-                except CaptureError as error:
-                    end, captured, message = None, False, str(error)
+                end, captured, message = self._capture(lost_at)
                 if not self._started.is_set():  # the first run never captured
                     self._startup_error = (permission_message(self.interface, end)
                                            if end is not None and end.permission else message)
@@ -242,7 +238,7 @@ class InterfaceWatch:
                 if captured:
                     lost_at = time.monotonic()
                     log.warning("capture on %s stopped: %s; restarting it", self.interface,
-                                message)
+                                message.rstrip("."))
                     self.metrics.capture_restarts.labels(self.interface, "dumpcap",
                                                          "exited").inc()
                     if time.monotonic() - started >= BACKOFF_MAX:
@@ -255,6 +251,19 @@ class InterfaceWatch:
             self._started.set()
             for leg in self._legs:
                 leg.wait()
+
+    def _capture(self, lost_at: float | None) -> tuple[DumpcapEnd | None, bool, str]:
+        """One spell of capturing (see _relay): how its last dumpcap ended, whether it ever
+        captured, and what went wrong in one line. A bug is logged, not fatal: the supervisor
+        tries again, as after any other failure."""
+        try:
+            end, captured = self._relay(lost_at)
+            return end, captured, end.message or "dumpcap exited"
+        except CaptureError as error:
+            return None, False, str(error)
+        except Exception as error:
+            log.exception("capture on %s failed", self.interface)
+            return None, False, f"{type(error).__name__}: {error}"
 
     def _start_run(self) -> DumpcapRun:
         run = DumpcapRun(self.interface, self.config.ports, self.config.buffer_mib)
@@ -270,8 +279,20 @@ class InterfaceWatch:
 
     def _relay(self, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
         """Relay one dumpcap run, and the runs that replace it on schedule, until the current
-        one ends: how that one ended, and whether the capture ever ran."""
-        run = self._start_run()
+        one ends: how that one ended, and whether the capture ever ran. On an error, the runs
+        still going are killed."""
+        try:
+            return self._relay_runs(self._start_run(), lost_at)
+        except BaseException:
+            with self._lock:
+                runs = list(self._runs)
+            for run in runs:
+                run.abandon()
+                self._forget(run)
+            self._finish_leg()
+            raise
+
+    def _relay_runs(self, run: DumpcapRun, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
         next_run: DumpcapRun | None = None
         header: list[Block] = []
         overlap: set[bytes] = set()  # packets the old run delivered during a handover
@@ -291,7 +312,7 @@ class InterfaceWatch:
                 if next_run.ready.is_set():
                     stop_old_at = now + DRAIN
                 elif next_run.exited() or now - next_started > self.config.start_timeout:
-                    self._give_up(next_run)
+                    self._give_up(next_run, "the scheduled restart")
                     next_run, rotate_at, frames = None, now + BACKOFF_MAX, 0
             if now >= stop_old_at:
                 run.stop()
@@ -303,7 +324,7 @@ class InterfaceWatch:
                 end = self._ended(run)
                 if next_run is None or not next_run.ready.is_set():
                     if next_run is not None:
-                        self._give_up(next_run)
+                        self._give_up(next_run, None)
                     self._finish_leg()
                     self.metrics.capture_up.labels(self.interface).set(0)
                     return end, captured
@@ -343,12 +364,13 @@ class InterfaceWatch:
                         error)
             return None
 
-    def _give_up(self, run: DumpcapRun) -> None:
-        """A scheduled replacement that did not start: the running capture carries on."""
+    def _give_up(self, run: DumpcapRun, what: str | None) -> None:
+        """Kill a replacement run that did not start capturing; say so if `what` failed."""
         end = run.abandon()
         self._forget(run)
-        log.warning("scheduled restart of the capture on %s failed: %s; keeping the running "
-                    "one", self.interface, end.message or "dumpcap did not start")
+        if what is not None:
+            log.warning("%s of the capture on %s failed: %s; keeping the running one", what,
+                        self.interface, end.message or "dumpcap did not start")
 
     def _capturing(self, lost_at: float | None) -> None:
         self.metrics.capture_up.labels(self.interface).set(1)
@@ -385,6 +407,8 @@ class InterfaceWatch:
                     leg.write([block])
                 return
             except CaptureError:
+                if self._stop.is_set():  # killed while stopping: no new tshark now
+                    raise
                 leg.wait(STOP_WAIT)
                 self._leg = None
                 self.metrics.capture_restarts.labels(self.interface, "tshark", "exited").inc()
