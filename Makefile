@@ -12,7 +12,8 @@ SBIN_PATH := $(PATH):/usr/sbin:/sbin
 # command:package pairs; a package is installed only when its command is missing.
 DEMO_NEEDS := tshark:tshark
 TEST_NEEDS := $(DEMO_NEEDS) redis-server:redis-server kea-dhcp4:kea-dhcp4-server \
-	perfdhcp:kea-admin dhcrelay:isc-dhcp-relay dhclient:isc-dhcp-client ip:iproute2 tmux:tmux
+	perfdhcp:kea-admin dhcrelay:isc-dhcp-relay dhclient:isc-dhcp-client ip:iproute2 tmux:tmux \
+	setcap:libcap2-bin systemd-analyze:systemd
 
 have = $(shell PATH="$(SBIN_PATH)" command -v $(1) 2>/dev/null)
 missing = $(strip $(foreach pair,$(1),$(if $(call have,$(firstword $(subst :, ,$(pair)))),,$(lastword $(subst :, ,$(pair))))) \
