@@ -107,6 +107,7 @@ RedisUrl = Annotated[
     str | None,
     typer.Option(
         "--redis-url",
+        metavar="URL",
         envvar="REDIS_URL",
         help="redis://, rediss:// or unix:// URL. Without it, an embedded Redis persisted under "
         "the user's state directory.",
@@ -115,12 +116,12 @@ RedisUrl = Annotated[
 ]
 KeyPrefix = Annotated[
     str,
-    typer.Option("--key-prefix", envvar="HIVE_KEY_PREFIX",
+    typer.Option("--key-prefix", envvar="HIVE_KEY_PREFIX", metavar="PREFIX",
                  help="Prefix of the seed hash keys (empty: the bare IP)."),
 ]
 Namespace = Annotated[
     str,
-    typer.Option("--namespace", envvar="HIVE_NAMESPACE",
+    typer.Option("--namespace", envvar="HIVE_NAMESPACE", metavar="NAME",
                  help="Namespace of every other key dhcp-hive-mind keeps."),
 ]
 EngineOpt = Annotated[
@@ -128,6 +129,26 @@ EngineOpt = Annotated[
     typer.Option("--engine", help="tshark: tshark's field output (fast); pyshark: pyshark's "
                  "FileCapture in EK mode (slow, a cross-check)."),
 ]
+
+# The tracker's options (spec section 1.11), shared by replay and sniff.
+
+AllowServers = Annotated[list[str] | None, typer.Option(
+    "--allow-server", metavar="IP", help="A DHCP server whose replies are trusted "
+    "(repeatable). Without any, every server is trusted.", show_default=False)]
+StrictSource = Annotated[bool, typer.Option(
+    "--strict-source", help="Replies must also come from an allowed server's or a trusted "
+    "relay's IP address.")]
+TrustedRelays = Annotated[list[str] | None, typer.Option(
+    "--trusted-relay", metavar="IP", help="A relay whose copies of replies are trusted under "
+    "--strict-source (repeatable).", show_default=False)]
+Supersede = Annotated[bool, typer.Option(
+    "--supersede/--no-supersede", help="A new lease deletes the same client's other leases on "
+    "the same subnet.")]
+PrefixLen = Annotated[int, typer.Option(
+    "--prefix-len", min=0, max=32, metavar="BITS", help="Subnet prefix length when an ACK "
+    "carries no subnet mask.")]
+Bootp = Annotated[bool, typer.Option("--bootp/--no-bootp",
+                                     help="Track BOOTP replies (infinite leases).")]
 
 
 def _ipv4(values: Iterable[str], option: str) -> frozenset[str]:
@@ -139,6 +160,20 @@ def _ipv4(values: Iterable[str], option: str) -> frozenset[str]:
             message = f"{value!r} is not an IPv4 address"
             raise typer.BadParameter(message, param_hint=option) from None
     return frozenset(addresses)
+
+
+def _tracker_config(allow_server: list[str] | None, strict_source: bool,
+                    trusted_relay: list[str] | None, supersede: bool, prefix_len: int,
+                    bootp: bool, capture_clock: bool) -> TrackerConfig:
+    return TrackerConfig(
+        allowed_servers=_ipv4(allow_server or (), "--allow-server"),
+        strict_source=strict_source,
+        trusted_relays=_ipv4(trusted_relay or (), "--trusted-relay"),
+        supersede_same_subnet=supersede,
+        default_prefix_len=prefix_len,
+        track_bootp=bootp,
+        capture_clock=capture_clock,
+    )
 
 
 def _existing_files(files: list[Path]) -> list[Path]:
@@ -179,7 +214,7 @@ def _main(
 @reports_errors
 def replay(
     files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files, replayed in order.",
-                                                show_default=False)],
+                                                metavar="FILE", show_default=False)],
     redis_url: RedisUrl = None,
     key_prefix: KeyPrefix = "",
     namespace: Namespace = "dhcp-hive-mind",
@@ -190,35 +225,17 @@ def replay(
         "--as-captured", help="Capture clock: leases expire when they did in the capture "
         "(EXPIREAT), and leases already over are not written. Default: the replay clock, "
         "TTL = lease time from now.")] = False,
-    allow_server: Annotated[list[str] | None, typer.Option(
-        "--allow-server", help="A DHCP server whose replies are trusted (repeatable). Without "
-        "any, every server is trusted.", show_default=False)] = None,
-    strict_source: Annotated[bool, typer.Option(
-        "--strict-source", help="Replies must also come from an allowed server's or a trusted "
-        "relay's IP address.")] = False,
-    trusted_relay: Annotated[list[str] | None, typer.Option(
-        "--trusted-relay", help="A relay whose copies of replies are trusted under "
-        "--strict-source (repeatable).", show_default=False)] = None,
-    supersede: Annotated[bool, typer.Option(
-        "--supersede/--no-supersede", help="A new lease deletes the same client's other leases "
-        "on the same subnet.")] = True,
-    prefix_len: Annotated[int, typer.Option(
-        "--prefix-len", min=0, max=32, help="Subnet prefix length when an ACK carries no subnet "
-        "mask.")] = 24,
-    bootp: Annotated[bool, typer.Option("--bootp/--no-bootp",
-                                        help="Track BOOTP replies (infinite leases).")] = True,
+    allow_server: AllowServers = None,
+    strict_source: StrictSource = False,
+    trusted_relay: TrustedRelays = None,
+    supersede: Supersede = True,
+    prefix_len: PrefixLen = 24,
+    bootp: Bootp = True,
 ) -> None:
     """Replay capture files into Redis, as if the traffic were live."""
     _existing_files(files)
-    config = TrackerConfig(
-        allowed_servers=_ipv4(allow_server or (), "--allow-server"),
-        strict_source=strict_source,
-        trusted_relays=_ipv4(trusted_relay or (), "--trusted-relay"),
-        supersede_same_subnet=supersede,
-        default_prefix_len=prefix_len,
-        track_bootp=bootp,
-        capture_clock=as_captured,
-    )
+    config = _tracker_config(allow_server, strict_source, trusted_relay, supersede, prefix_len,
+                             bootp, capture_clock=as_captured)
     if not config.allowed_servers:
         err.print(Text("warning: no --allow-server given: replies from every DHCP server are "
                        "trusted, rogue servers included."))
@@ -461,7 +478,8 @@ def _ip_or_mac(value: str) -> str:
 @app.command("decode")
 @reports_errors
 def decode_files(
-    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files.", metavar="FILE",
+                                                show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per DHCP message "
                                           "(JSON Lines).")] = False,
     engine: EngineOpt = Engine.tshark,
@@ -503,26 +521,6 @@ def _decode_row(msg: DhcpMessage) -> Text:
 
 
 # ---- sniff -----------------------------------------------------------------------------------
-# The tracker options as aliases, for sniff (replay spells the same options out inline).
-
-AllowServers = Annotated[list[str] | None, typer.Option(
-    "--allow-server", help="A DHCP server whose replies are trusted (repeatable). Without any, "
-    "every server is trusted.", show_default=False)]
-StrictSource = Annotated[bool, typer.Option(
-    "--strict-source", help="Replies must also come from an allowed server's or a trusted "
-    "relay's IP address.")]
-TrustedRelays = Annotated[list[str] | None, typer.Option(
-    "--trusted-relay", help="A relay whose copies of replies are trusted under --strict-source "
-    "(repeatable).", show_default=False)]
-Supersede = Annotated[bool, typer.Option(
-    "--supersede/--no-supersede", help="A new lease deletes the same client's other leases on "
-    "the same subnet.")]
-PrefixLen = Annotated[int, typer.Option(
-    "--prefix-len", min=0, max=32, help="Subnet prefix length when an ACK carries no subnet "
-    "mask.")]
-Bootp = Annotated[bool, typer.Option("--bootp/--no-bootp",
-                                     help="Track BOOTP replies (infinite leases).")]
-
 
 class LogLevel(StrEnum):
     debug = "debug"
@@ -569,15 +567,9 @@ def sniff(
 ) -> None:
     """Capture DHCP traffic live and mirror the leases into Redis, until SIGINT or SIGTERM."""
     configure_logging(log_level.value)
-    config = TrackerConfig(
-        allowed_servers=_ipv4(allow_server or (), "--allow-server"),
-        strict_source=strict_source,
-        trusted_relays=_ipv4(trusted_relay or (), "--trusted-relay"),
-        supersede_same_subnet=supersede,
-        default_prefix_len=prefix_len,
-        track_bootp=bootp,
-        capture_clock=True,  # R-T-3: live sniffing always uses the capture clock
-    )
+    # R-T-3: live sniffing always uses the capture clock.
+    config = _tracker_config(allow_server, strict_source, trusted_relay, supersede, prefix_len,
+                             bootp, capture_clock=True)
     sniff_config = SniffConfig(interfaces=tuple(interface), ports=tuple(port or DEFAULT_PORTS),
                                buffer_mib=buffer_size, restart_every=restart_every)
     with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
