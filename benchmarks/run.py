@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -126,20 +127,38 @@ def redis_server() -> Iterator[tuple[str, redis.Redis]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def timed(argv: Sequence[str], **options: object) -> tuple[float, str]:
-    """Run a command to completion: (wall-clock seconds, stdout); CheckFailed if it fails."""
+@dataclass(frozen=True)
+class Timing:
+    wall: float  # seconds
+    cpu: float  # CPU seconds of the command and its children, and of Redis meanwhile
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def timed(argv: Sequence[str], client: redis.Redis | None = None,
+          **options: object) -> tuple[Timing, str]:
+    """Run a command to completion: its Timing and stdout; CheckFailed if it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    redis_before = redis_cpu(client) if client is not None else 0.0
     started = time.perf_counter()
     done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
                           **options)  # type: ignore[call-overload]
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if client is not None:
+        cpu += redis_cpu(client) - redis_before
     if done.returncode != 0:
         raise CheckFailed(f"{' '.join(map(str, argv[:3]))}... exited {done.returncode}: "
                           f"{done.stderr.strip()[-500:]}")
-    return elapsed, done.stdout
+    return Timing(elapsed, cpu), done.stdout
 
 
-def median_of(repeat: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(repeat))
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def cached_capture(name: str, make: Callable[[], Iterator[traffic.Packet]]) -> Path:
@@ -191,47 +210,57 @@ def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool
     path = cached_capture(f"replay-{exchanges}.pcap",
                           lambda: traffic.exchanges(exchanges, time.time() - 3600))
 
-    def tshark(fields: Sequence[str]) -> Callable[[], float]:
+    def tshark(fields: Sequence[str]) -> Callable[[], Timing]:
         return lambda: timed(floor_argv(path, fields), stdin=subprocess.DEVNULL)[0]
 
-    def ours() -> float:
+    def ours() -> Timing:
         client.flushall()
-        elapsed, out = timed([python(), "-m", "sniffer", "replay", str(path), "--redis-url", url],
-                             cwd=REPO, stdin=subprocess.DEVNULL)
+        timing, out = timed(
+            [python(), "-m", "sniffer", "replay", str(path), "--redis-url", url], client,
+            cwd=REPO, stdin=subprocess.DEVNULL)
         if f"{exchanges:,} leases written" not in out:
             raise CheckFailed(f"dhcp-hive-mind replay: unexpected summary {out.strip()!r}")
         check_leases(client, range(exchanges), hostnames=True)
-        return elapsed
+        return timing
 
-    def naive() -> float:
+    def naive() -> Timing:
         client.flushall()
-        elapsed, out = timed([python(), str(REPO / "benchmarks" / "naive.py"), str(path), url],
-                             cwd=REPO, stdin=subprocess.DEVNULL)
+        timing, out = timed([python(), str(REPO / "benchmarks" / "naive.py"), str(path), url],
+                            client, cwd=REPO, stdin=subprocess.DEVNULL)
         if out.strip() != str(exchanges):
             raise CheckFailed(f"naive pyshark loop wrote {out.strip()} ACKs, not {exchanges}")
         check_leases(client, range(exchanges), hostnames=False)  # it cannot correlate
-        return elapsed
+        return timing
 
     contenders = {"tracker floor": tshark(TRACKER_FIELDS), "seed floor": tshark(SEED_FIELDS),
                   "ours": ours, "naive": naive}
     # Interleaved, so that a slow spell of the machine hits every contender alike.
-    runs: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeat):
+    runs: dict[str, list[Timing]] = {name: [] for name in contenders}
+    for n in range(repeat):
         for name, measure in contenders.items():
             runs[name].append(measure())
-    floor, seed_floor, mine, slow = (statistics.median(runs[name]) for name in contenders)
-    ratio = mine / floor
+            progress(f"replay {n + 1}/{repeat}: {name} {runs[name][-1].wall:.2f} s")
+    floor, seed_floor, mine, slow = (
+        Timing(statistics.median(t.wall for t in runs[name]),
+               statistics.median(t.cpu for t in runs[name])) for name in contenders)
+    ratio = mine.wall / floor.wall
     label = f"replay {packets:,} packets ({exchanges:,} exchanges)"
+
+    def measured(timing: Timing) -> str:
+        return f"{timing.wall:.2f} s (CPU {timing.cpu:.2f} s)"
+
+    def ratios(timing: Timing) -> str:
+        return f"{timing.wall / floor.wall:.2f} (CPU {timing.cpu / floor.cpu:.2f})"
+
     return [
         Row(f"{label}: tshark -Y dhcp, {len(TRACKER_FIELDS)} fields a tracker needs (floor)",
-            f"{floor:.2f} s", "1.00"),
+            measured(floor), ratios(floor)),
         Row(f"{label}: tshark -Y dhcp, {len(SEED_FIELDS)} seed-contract fields",
-            f"{seed_floor:.2f} s", f"{seed_floor / floor:.2f}"),
-        Row(f"{label}: dhcp-hive-mind replay into Redis", f"{mine:.2f} s", f"{ratio:.2f}",
-            f"<= {REPLAY_TARGET:.2f}", verdict(ratio <= REPLAY_TARGET) if judge else "",
-            ),
-        Row(f"{label}: naive pyshark loop into Redis", f"{slow:.2f} s", f"{slow / floor:.2f}",
-            "", f"{slow / mine:.0f}x ours"),
+            measured(seed_floor), ratios(seed_floor)),
+        Row(f"{label}: dhcp-hive-mind replay into Redis", measured(mine), ratios(mine),
+            f"<= {REPLAY_TARGET:.2f}", verdict(ratio <= REPLAY_TARGET) if judge else ""),
+        Row(f"{label}: naive pyshark loop into Redis", measured(slow), ratios(slow),
+            "", f"{slow.wall / mine.wall:.0f}x ours"),
     ]
 
 
@@ -239,7 +268,8 @@ def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool
 
 def memory(sizes: Sizes, url: str, client: redis.Redis, judge: bool) -> list[Row]:
     client.flushall()
-    _elapsed, out = timed([python(), str(REPO / "benchmarks" / "memory.py"), str(sizes.flood),
+    progress(f"memory: {sizes.flood:,} DISCOVERs, then {sizes.flood_exchanges:,} exchanges")
+    _timing, out = timed([python(), str(REPO / "benchmarks" / "memory.py"), str(sizes.flood),
                            str(sizes.flood_exchanges), url], cwd=REPO, stdin=subprocess.DEVNULL)
     result = json.loads(out)
     if result["written"] != sizes.flood_exchanges:
@@ -263,6 +293,7 @@ def live(sizes: Sizes, judge: bool) -> list[Row]:
         raise CheckFailed(f"live: {reason}")
     rows = []
     for rate in sizes.live_rates:
+        progress(f"live: {rate:,} exchanges/s for {sizes.live_seconds} s")
         try:
             result = lab_runs.run(rate, sizes.live_seconds)
         except Exception as error:  # the lab's and the sniffer's failures alike: report them
