@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -157,7 +157,8 @@ def granted_at(client: redis.Redis) -> dict[str, float]:
     of Redis time) of its first "granted" event."""
     written: dict[str, float] = {}
     last = "-"
-    while entries := client.xrange(EVENTS, last, "+", count=10_000):
+    while entries := cast(list[tuple[str, dict[str, str]]],
+                          client.xrange(EVENTS, last, "+", count=10_000)):
         for entry_id, fields in entries:
             if fields.get("event") == "granted" and fields["ip"] not in written:
                 written[fields["ip"]] = int(entry_id.split("-")[0]) / 1000

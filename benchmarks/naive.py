@@ -8,6 +8,7 @@ import sys
 
 import pyshark
 import redis
+from redis.typing import EncodableT
 
 ACK = "5"
 
@@ -21,10 +22,10 @@ def main(path: str, url: str) -> None:
             dhcp = packet.dhcp
             if dhcp.option_dhcp != ACK:
                 continue
-            fields = {"mac": dhcp.hw_mac_addr}
+            fields: dict[EncodableT, EncodableT] = {"mac": str(dhcp.hw_mac_addr)}
             hostname = getattr(dhcp, "option_hostname", None)
             if hostname is not None:
-                fields["hostname"] = hostname
+                fields["hostname"] = str(hostname)
             client.hset(dhcp.ip_your, mapping=fields)
             client.expire(dhcp.ip_your, int(dhcp.option_ip_address_lease_time))
             written += 1
