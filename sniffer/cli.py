@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +34,16 @@ from sniffer.live import (
     run_sniffer_with_view,
 )
 from sniffer.pipeline import Pipeline
-from sniffer.store import Keys, LeaseStore, StoreError, close_redis, mask_url, open_redis
+from sniffer.store import (
+    Keys,
+    LeaseStore,
+    RedisOptions,
+    StoreError,
+    close_redis,
+    mask_url,
+    open_redis,
+    redact,
+)
 from sniffer.tracker import Tracker, TrackerConfig
 from sniffer.view import ViewError, duration, history_table, lease_table, run_view, safe
 
@@ -92,7 +102,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except (CaptureError, StoreError, UsageProblem) as problem:
             if settings.debug:
                 raise
-            err.print(Text(f"dhcp-hive-mind: error: {problem}"))
+            err.print(safe(f"dhcp-hive-mind: error: {redact(str(problem))}"))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print(Text("dhcp-hive-mind: interrupted"))
@@ -113,6 +123,31 @@ RedisUrl = Annotated[
         "the user's state directory.",
         show_default=False,
     ),
+]
+RedisPasswordFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--redis-password-file", metavar="FILE", envvar="REDIS_PASSWORD_FILE",
+        help="Read the Redis password (of the ACL user in the URL, or requirepass) from this "
+        "file. REDIS_PASSWORD in the environment works too; a password in --redis-url is "
+        "visible to other users while the program starts.", show_default=False),
+]
+RedisCa = Annotated[
+    Path | None,
+    typer.Option("--redis-ca", metavar="FILE", envvar="REDIS_TLS_CA",
+                 help="rediss://: the CA certificates that signed the server's certificate "
+                 "(default: the system's).", show_default=False),
+]
+RedisCert = Annotated[
+    Path | None,
+    typer.Option("--redis-cert", metavar="FILE", envvar="REDIS_TLS_CERT",
+                 help="rediss://: a client certificate (with --redis-key), for servers that "
+                 "check their clients' (tls-auth-clients).", show_default=False),
+]
+RedisKey = Annotated[
+    Path | None,
+    typer.Option("--redis-key", metavar="FILE", envvar="REDIS_TLS_KEY",
+                 help="rediss://: the private key of --redis-cert.", show_default=False),
 ]
 KeyPrefix = Annotated[
     str,
@@ -185,10 +220,28 @@ def _existing_files(files: list[Path]) -> list[Path]:
     return files
 
 
+def _redis_options(password_file: Path | None, ca: Path | None, cert: Path | None,
+                   key: Path | None) -> RedisOptions:
+    # Taken out of the environment: dumpcap and tshark need not inherit it.
+    password = os.environ.pop("REDIS_PASSWORD", None) or None
+    if password_file is not None:
+        if password is not None:
+            raise UsageProblem("REDIS_PASSWORD and --redis-password-file both give a Redis "
+                               "password: keep one")
+        try:
+            password = password_file.read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not text"
+            raise UsageProblem(f"Redis password file {password_file}: {reason}") from None
+        if not password:
+            raise UsageProblem(f"Redis password file {password_file} is empty")
+    return RedisOptions(password=password, ca_file=ca, cert_file=cert, key_file=key)
+
+
 @contextmanager
-def _store(redis_url: str | None, key_prefix: str, namespace: str,
-           capture_clock: bool) -> Iterator[LeaseStore]:
-    client, description = open_redis(redis_url)
+def _store(redis_url: str | None, key_prefix: str, namespace: str, capture_clock: bool,
+           options: RedisOptions) -> Iterator[LeaseStore]:
+    client, description = open_redis(redis_url, options=options)
     if redis_url is None:
         err.print(Text(f"Using the {description} (set --redis-url or REDIS_URL for a server)."))
     try:
@@ -216,6 +269,10 @@ def replay(
     files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files, replayed in order.",
                                                 metavar="FILE", show_default=False)],
     redis_url: RedisUrl = None,
+    redis_password_file: RedisPasswordFile = None,
+    redis_ca: RedisCa = None,
+    redis_cert: RedisCert = None,
+    redis_key: RedisKey = None,
     key_prefix: KeyPrefix = "",
     namespace: Namespace = "dhcp-hive-mind",
     engine: EngineOpt = Engine.tshark,
@@ -233,13 +290,14 @@ def replay(
     bootp: Bootp = True,
 ) -> None:
     """Replay capture files into Redis, as if the traffic were live."""
+    options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
     _existing_files(files)
     config = _tracker_config(allow_server, strict_source, trusted_relay, supersede, prefix_len,
                              bootp, capture_clock=as_captured)
     if not config.allowed_servers:
         err.print(Text("warning: no --allow-server given: replies from every DHCP server are "
                        "trusted, rogue servers included."))
-    with _store(redis_url, key_prefix, namespace, as_captured) as store:
+    with _store(redis_url, key_prefix, namespace, as_captured, options=options) as store:
         tracker = Tracker(config)
         tracker.restore(store.load())
         pipeline = Pipeline(tracker, store)
@@ -262,6 +320,10 @@ def replay(
         f"{stats['deleted']:,} deleted, {stats['rejected']:,} replies rejected, "
         f"{stats['malformed']:,} malformed packets dropped ({elapsed:.1f}s)"
     )
+    if pipeline.rogue:
+        servers = ", ".join(f"{server} ({count:,})" for server, count
+                            in pipeline.rogue.most_common())
+        out.print(f"rogue DHCP servers (replies rejected, not written): {servers}")
 
 
 def _paced(datagrams: Iterable[Datagram], pace: Pace) -> Iterator[Datagram]:
@@ -317,6 +379,10 @@ def _update(progress: Progress, task: object, capture: FileCapture, stats: dict[
 @reports_errors
 def leases(
     redis_url: RedisUrl = None,
+    redis_password_file: RedisPasswordFile = None,
+    redis_ca: RedisCa = None,
+    redis_cert: RedisCert = None,
+    redis_key: RedisKey = None,
     key_prefix: KeyPrefix = "",
     namespace: Namespace = "dhcp-hive-mind",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
@@ -335,6 +401,7 @@ def leases(
                                             "with --watch.")] = 2.0,
 ) -> None:
     """List the current leases."""
+    options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
     if ip is not None:
         ip = str(_single(_ipv4([ip], "--ip")))
     if mac is not None:
@@ -347,13 +414,14 @@ def leases(
         found.sort(key=_sort_key(sort), reverse=reverse)
         return found
 
-    with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
+    with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
         if watch:
             _watch_leases(store, read, interval)
             return
         rows = read(store)
     if as_json:
-        out.print_json(json.dumps([_lease_json(lease, ttl) for lease, ttl in rows]))
+        # ASCII only: whatever another program wrote into Redis prints as \u escapes.
+        out.print_json(data=[_lease_json(lease, ttl) for lease, ttl in rows], ensure_ascii=True)
         return
     if not rows:
         err.print("No leases.")
@@ -420,11 +488,16 @@ def _lease_json(lease: Lease, ttl: int) -> dict[str, object]:
 @reports_errors
 def view(
     redis_url: RedisUrl = None,
+    redis_password_file: RedisPasswordFile = None,
+    redis_ca: RedisCa = None,
+    redis_cert: RedisCert = None,
+    redis_key: RedisKey = None,
     key_prefix: KeyPrefix = "",
     namespace: Namespace = "dhcp-hive-mind",
 ) -> None:
     """Full-screen live view of the current leases and their changes (q quits)."""
-    with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
+    options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
+    with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
         try:
             run_view(store, source=_source(redis_url))
         except ViewError as problem:
@@ -442,6 +515,10 @@ def history(
                                           "and when) or a MAC address (where the device has "
                                           "been).", show_default=False)],
     redis_url: RedisUrl = None,
+    redis_password_file: RedisPasswordFile = None,
+    redis_ca: RedisCa = None,
+    redis_cert: RedisCert = None,
+    redis_key: RedisKey = None,
     key_prefix: KeyPrefix = "",
     namespace: Namespace = "dhcp-hive-mind",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
@@ -449,11 +526,12 @@ def history(
                                        "newest.")] = 50,
 ) -> None:
     """The grants and deletions of an address or a device, newest first."""
+    options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
     wanted = _ip_or_mac(target)
-    with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
+    with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
         events = store.history(wanted, limit=limit)
     if as_json:
-        out.print_json(json.dumps(events))
+        out.print_json(data=events, ensure_ascii=True)
         return
     if not events:
         err.print(Text(f"No events for {wanted}."))
@@ -536,6 +614,10 @@ def sniff(
         "-i", "--interface", help="Interface to capture on (repeatable); any: all of them.",
         show_default=False)],
     redis_url: RedisUrl = None,
+    redis_password_file: RedisPasswordFile = None,
+    redis_ca: RedisCa = None,
+    redis_cert: RedisCert = None,
+    redis_key: RedisKey = None,
     key_prefix: KeyPrefix = "",
     namespace: Namespace = "dhcp-hive-mind",
     allow_server: AllowServers = None,
@@ -554,6 +636,9 @@ def sniff(
         "--restart-every", min=0, help="Seconds between scheduled restarts of dumpcap and "
         "tshark, which cap tshark's memory; no packet is lost or seen twice. 0: never.")
     ] = 3600.0,
+    max_pending: Annotated[int, typer.Option(
+        "--max-pending", min=1, metavar="N", help="Lease writes held while Redis is down or "
+        "slow; past that the oldest are dropped, and logged as errors.")] = 100_000,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port "
         "(/metrics).", show_default=False)] = None,
@@ -566,13 +651,15 @@ def sniff(
     ] = False,
 ) -> None:
     """Capture DHCP traffic live and mirror the leases into Redis, until SIGINT or SIGTERM."""
+    options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
     configure_logging(log_level.value)
     # R-T-3: live sniffing always uses the capture clock.
     config = _tracker_config(allow_server, strict_source, trusted_relay, supersede, prefix_len,
                              bootp, capture_clock=True)
     sniff_config = SniffConfig(interfaces=tuple(interface), ports=tuple(port or DEFAULT_PORTS),
-                               buffer_mib=buffer_size, restart_every=restart_every)
-    with _store(redis_url, key_prefix, namespace, capture_clock=True) as store:
+                               buffer_mib=buffer_size, restart_every=restart_every,
+                               max_pending=max_pending)
+    with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
         if not config.allowed_servers:
             log.warning("no --allow-server given: replies from every DHCP server are trusted, "
                         "rogue servers included")
@@ -597,4 +684,29 @@ def sniff(
 
 
 def main() -> None:
+    _hide_url_passwords()
     app()
+
+
+def _hide_url_passwords() -> None:
+    """A password in a URL on the command line can be read by every user (ps, /proc/PID/cmdline):
+    mask it in the process title at once, and warn that it was visible until then."""
+    urls = {value for arg in sys.argv[1:]
+            if _has_password(value := arg.partition("=")[2] if arg.startswith("--") else arg)}
+    if not urls:
+        return
+    import setproctitle  # only when needed: it rewrites the process's memory of its argv
+
+    title = setproctitle.getproctitle()
+    for url in urls:
+        title = title.replace(url, mask_url(url))
+    setproctitle.setproctitle(title)
+    err.print("warning: a Redis password on the command line can be read by other users; use "
+              "REDIS_PASSWORD or --redis-password-file.")
+
+
+def _has_password(arg: str) -> bool:
+    try:
+        return mask_url(arg) != arg
+    except ValueError:  # not a URL at all ("//[", say)
+        return False

@@ -2,9 +2,10 @@
 
 Threads: one supervisor per interface (InterfaceWatch) relays dumpcap's pcapng blocks to a tshark
 and restarts whatever stops; the tshark reader threads put Datagrams on one bounded queue; the
-caller's thread (Sniffer.run) feeds the pipeline from that queue and writes to Redis whenever
-the queue runs dry or a batch is full. A slow Redis thus slows the readers, then tshark, then
-dumpcap, and finally fills the kernel buffer, whose drops dumpcap reports.
+caller's thread (Sniffer.run) feeds the pipeline from that queue and hands the lease changes to
+a writer thread (RedisWriter), which writes them to Redis in order. Redis never holds up the
+capture: while it is down, hung or restarting, the changes wait in a bounded queue (the oldest
+dropped, loudly, when it overflows) and are written once Redis answers again.
 
 Scheduled restarts (tshark's memory grows with every frame it has seen) replace dumpcap and
 tshark together without a gap: the new dumpcap starts while the old one still runs, the old one
@@ -49,19 +50,27 @@ from sniffer.capture import (
     permission_message,
 )
 from sniffer.dhcp import Datagram
-from sniffer.pipeline import Pipeline
-from sniffer.store import LeaseStore, StoreError
-from sniffer.tracker import Tracker
+from sniffer.pipeline import Pipeline, count_rogue
+from sniffer.store import ROGUE_REASONS, SOCKET_TIMEOUT, LeaseStore, StoreError, redact
+from sniffer.tracker import Command, Grant, Rejected, Revoke, Tracker
+from sniffer.view import safe
 
 log = logging.getLogger("dhcp_hive_mind")
 
-BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0  # seconds between restarts of a capture, and of writes
+# Seconds between restarts of a capture that keeps failing; the first restart after a capture
+# that ran is immediate, and a run this long resets the backoff.
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX = 0.5, 10.0  # seconds between retries of a failed write
+# Rejected rogue replies are logged one by one up to this many per window; the rest are summed
+# up per server at the end of the window, so that a rogue flood cannot flood the log.
+ROGUE_LOG_LINES, ROGUE_LOG_WINDOW = 10, 60.0
 # dumpcap 4.0 leaves libpcap out of immediate mode, so the kernel hands packets over in blocks
 # that retire after at most 250 ms; a capture asked to stop keeps running this long first.
 DRAIN = 0.4
 POLL = 0.2  # how often waiting threads look up
 ROTATE_FRAMES = 1_000_000  # a scheduled restart also comes after this many frames
 STOP_WAIT = 10.0  # seconds the captures get to deliver their last packets at a stop
+LEG_MIN_LIFE = 5.0  # seconds: a replaced tshark that exits sooner is failing, not killed
 FINAL_FLUSH = 10.0  # seconds the last writes get when Redis is failing at a stop
 PUBLISH_EVERY = 1.0  # seconds between counter snapshots for the metrics endpoint
 METRIC_PREFIX = "dhcp_hive_mind_"
@@ -93,7 +102,7 @@ class SniffConfig:
     restart_every: float = 3600.0  # seconds between scheduled restarts; 0: never
     batch_size: int = 500  # commands per Redis round trip
     queue_size: int = 10_000  # datagrams decoded ahead of the pipeline
-    max_backlog: int = 100_000  # pending writes (Redis failing) before packets wait
+    max_pending: int = 100_000  # writes held while Redis fails; beyond, the oldest are dropped
     start_timeout: float = 15.0  # seconds dumpcap gets to start capturing at start-up
 
 
@@ -137,6 +146,19 @@ class Metrics:
         self.redis_write_errors = PromCounter(
             METRIC_PREFIX + "redis_write_errors", "Batches Redis did not take (retried)",
             registry=reg)
+        self.redis_up = Gauge(METRIC_PREFIX + "redis_up", "1 while Redis takes the writes, 0 "
+                              "while they fail and wait", registry=reg)
+        self.pending_dropped = PromCounter(
+            METRIC_PREFIX + "pending_dropped", "Writes dropped, the oldest first, because more "
+            "than --max-pending waited for Redis (kind: grant, revoke, rogue)", ["kind"],
+            registry=reg)
+        self.expired_when_written = PromCounter(
+            METRIC_PREFIX + "expired_when_written", "Leases that had already expired when "
+            "Redis took them, late (after an outage): their expiry removes them at once",
+            registry=reg)
+        self.redis_up.set(1)
+        for kind in ("grant", "revoke", "rogue"):
+            self.pending_dropped.labels(kind)
         self.capture_to_redis_seconds = Histogram(
             METRIC_PREFIX + "capture_to_redis_seconds", "From the capture time of a packet "
             "that changed a lease (ACK, RELEASE...) to its write in Redis",
@@ -185,6 +207,7 @@ class InterfaceWatch:
         self._lock = threading.Lock()
         self._runs: list[DumpcapRun] = []  # the current run, and the next one in a handover
         self._leg: TsharkLeg | None = None  # the tshark the current run writes to
+        self._replaced_at = -math.inf  # when a dead tshark was last replaced between packets
         self._legs: list[TsharkLeg] = []  # every leg that may still be decoding
         self._thread = threading.Thread(target=self._supervise, name=f"watch-{interface}",
                                         daemon=True)
@@ -222,7 +245,7 @@ class InterfaceWatch:
     # -- the supervisor thread --
 
     def _supervise(self) -> None:
-        backoff = BACKOFF_MIN
+        backoff = 0.0  # a capture that was running is restarted at once
         lost_at: float | None = None
         try:
             while not self._stop.is_set():
@@ -242,11 +265,11 @@ class InterfaceWatch:
                     self.metrics.capture_restarts.labels(self.interface, "dumpcap",
                                                          "exited").inc()
                     if time.monotonic() - started >= BACKOFF_MAX:
-                        backoff = BACKOFF_MIN
+                        backoff = 0.0
                 else:
                     log.debug("capture on %s still failing: %s", self.interface, message)
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = min(max(backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
         finally:
             self._started.set()
             for leg in self._legs:
@@ -319,6 +342,7 @@ class InterfaceWatch:
             try:
                 block = run.blocks.get(timeout=POLL)
             except queue.Empty:
+                self._replace_dead_leg(header)
                 continue
             if block is None:
                 end = self._ended(run)
@@ -409,13 +433,29 @@ class InterfaceWatch:
             except CaptureError:
                 if self._stop.is_set():  # killed while stopping: no new tshark now
                     raise
-                leg.wait(STOP_WAIT)
-                self._leg = None
-                self.metrics.capture_restarts.labels(self.interface, "tshark", "exited").inc()
-                log.warning("tshark for %s exited (%s); starting another", self.interface,
-                            leg.failure or "without an error")
+                self._lost(leg)
                 if attempt:
                     raise CaptureError("tshark keeps exiting") from None
+
+    def _replace_dead_leg(self, header: list[Block]) -> None:
+        """Replace a tshark that died between packets now, not when the next one comes. If the
+        last one replaced so also died within LEG_MIN_LIFE, tshark is failing: CaptureError,
+        and the supervisor restarts the capture with backoff."""
+        leg = self._leg
+        if leg is None or not leg.done() or self._stop.is_set() or not header:
+            return
+        self._lost(leg)
+        if time.monotonic() - self._replaced_at < LEG_MIN_LIFE:
+            raise CaptureError("tshark keeps exiting")
+        self._new_leg().write(header)
+        self._replaced_at = time.monotonic()
+
+    def _lost(self, leg: TsharkLeg) -> None:
+        leg.wait(STOP_WAIT)
+        self._leg = None
+        self.metrics.capture_restarts.labels(self.interface, "tshark", "exited").inc()
+        log.warning("tshark for %s exited (%s); starting another", self.interface,
+                    leg.failure or "without an error")
 
     def _new_leg(self) -> TsharkLeg:
         previous = self._legs[-1] if self._legs else None
@@ -431,52 +471,256 @@ class InterfaceWatch:
             self._leg = None
 
 
-# ---- the pipeline, patient with Redis --------------------------------------------------------
+# ---- writing to Redis, patient with it -------------------------------------------------------
 
-@dataclass
-class LivePipeline(Pipeline):
-    """A Pipeline that outlives Redis outages: writes that fail stay pending, in order, and are
-    retried with backoff (1 s doubling to 30 s); the outage and the recovery are logged once."""
+Entry = tuple[Command, float]  # a write and the capture time of the packet that caused it
 
-    metrics: Metrics = field(default_factory=Metrics)
-    last_error: str | None = None
-    _retry_at: float = 0.0
-    _backoff: float = 0.0
-    _failing_since: float | None = None
+
+def _kind(command: Command) -> str:
+    if isinstance(command, Grant):
+        return "grant"
+    return "revoke" if isinstance(command, Revoke) else "rogue"
+
+
+class RedisWriter:
+    """Writes lease changes to Redis in a thread of its own, in the order they were put, so that
+    a slow, hung or absent Redis never holds up the capture.
+
+    A batch Redis does not take goes back to the head of the queue and is retried with backoff
+    (0.5 s doubling to 10 s); the failure and the recovery are logged once each. The queue holds
+    at most `max_pending` writes: past that the oldest are dropped, counted by kind, and logged
+    as an error once per backlog (and summed up when it has drained). Writes that Redis takes
+    late keep their capture-clock expiry (R-T-3): a lease that ended meanwhile is gone at once.
+    """
+
+    def __init__(self, store: LeaseStore, metrics: Metrics, batch_size: int,
+                 max_pending: int) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self.last_error: str | None = None
+        self._pending: collections.deque[Entry] = collections.deque()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._deadline = math.inf  # monotonic time after which a closing writer gives up
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._failing_since: float | None = None
+        self._late = self._expired = 0  # written after a failure / of those, already expired
+        self._dropped: Counter[str] = Counter()  # by kind, since the queue was last empty
+        self._dropping = False  # dropping has been logged since the queue was last empty
+        self._thread = threading.Thread(target=self._run, name="redis-writer", daemon=True)
 
     @property
     def backlog(self) -> int:
-        return len(self._pending)
+        """Writes not yet in Redis: waiting, and being written."""
+        return len(self._pending) + self._in_flight
 
-    def retry_in(self) -> float:
-        return max(0.0, self._retry_at - time.monotonic())
+    def start(self) -> None:
+        self._thread.start()
 
-    def flush(self, *, now: bool = False) -> None:
-        """Write what is pending, unless waiting out a failure (`now` ignores the wait)."""
-        if not self._pending or (not now and self.retry_in() > 0):
+    def put(self, entries: list[Entry]) -> None:
+        if not entries:
             return
-        while self._pending:
-            batch = self._pending[:self.batch_size]
-            started = time.perf_counter()
-            try:
-                self.store.apply(batch, self.clock())
-            except StoreError as error:
-                self._failed(error)
-                return
-            self.metrics.redis_write_seconds.observe(time.perf_counter() - started)
-            del self._pending[:len(batch)]
-        if self._failing_since is not None:
-            log.info("Redis writes resumed after %.0f s", time.monotonic() - self._failing_since)
-        self._failing_since, self._backoff, self.last_error = None, 0.0, None
+        with self._cond:
+            self._pending.extend(entries)
+            dropped = self._trim()
+            self._cond.notify()
+        if dropped:
+            self._say_dropping()
 
-    def _failed(self, error: StoreError) -> None:
+    def close(self, timeout: float) -> int:
+        """Write what is pending, retrying for at most `timeout` seconds; the number of writes
+        that are not in Redis when the thread ends (or gives up waiting for a hung Redis)."""
+        with self._cond:
+            self._closing = True
+            self._deadline = time.monotonic() + timeout
+            self._retry_at = min(self._retry_at, time.monotonic() + REDIS_BACKOFF_MIN)
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout + SOCKET_TIMEOUT + 1)
+        return self.backlog
+
+    # -- the writer thread --
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            started = time.monotonic()
+            try:
+                self.store.apply([command for command, _ts in batch], time.time())
+            except StoreError as error:
+                self._failed(batch, error, started)
+            except Exception as error:  # a bug: logged, and retried like a failure
+                log.exception("writing to Redis failed")
+                self._failed(batch, StoreError(f"{type(error).__name__}: {error}"), started)
+            else:
+                self.metrics.redis_write_seconds.observe(time.monotonic() - started)
+                self._written(batch)
+
+    def _next_batch(self) -> list[Entry] | None:
+        """The oldest writes, once there are some and no retry is being waited out; None once
+        closed and everything is written, or the closing deadline has passed."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if self._closing and (not self._pending or now >= self._deadline):
+                    return None
+                if self._pending and now >= self._retry_at:
+                    size = min(self.batch_size, len(self._pending))
+                    batch = [self._pending.popleft() for _ in range(size)]
+                    self._in_flight = size
+                    return batch
+                wait = self._retry_at - now if self._pending else None
+                if self._closing:
+                    wait = min(wait if wait is not None else math.inf, self._deadline - now)
+                self._cond.wait(wait)
+
+    def _failed(self, batch: list[Entry], error: StoreError, started: float) -> None:
+        """Put the batch back in front; `started`: when the attempt began (a hung Redis fails
+        it only after the socket timeout)."""
+        with self._cond:
+            self._pending.extendleft(reversed(batch))
+            self._in_flight = 0
+            dropped = self._trim()
+            first = self._failing_since is None
+            if first:
+                self._failing_since = started
+            self._backoff = min(max(self._backoff * 2, REDIS_BACKOFF_MIN), REDIS_BACKOFF_MAX)
+            delay = REDIS_BACKOFF_MIN if self._closing else self._backoff
+            self._retry_at = time.monotonic() + delay
+            pending = len(self._pending)
         self.metrics.redis_write_errors.inc()
+        self.metrics.redis_up.set(0)
         self.last_error = str(error)
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            log.warning("%s; keeping %d writes and retrying", error, len(self._pending))
-        self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
-        self._retry_at = time.monotonic() + self._backoff
+        if first:
+            log.warning("%s; keeping %d writes and retrying", error, pending)
+        if dropped:
+            self._say_dropping()
+
+    def _written(self, batch: list[Entry]) -> None:
+        now = time.time()
+        expired = 0
+        for command, ts in batch:
+            if isinstance(command, Grant):
+                expires = command.lease.expires
+                expired += expires is not None and expires <= now
+            if not isinstance(command, Rejected):
+                self.metrics.capture_to_redis_seconds.observe(max(0.0, now - ts))
+        if expired:
+            self.metrics.expired_when_written.inc(expired)
+        with self._cond:
+            self._in_flight = 0
+            failing_since = self._failing_since
+            if failing_since is not None:
+                self._late += len(batch)
+                self._expired += expired
+            if self._pending:
+                return
+            late, expired_late, dropped = self._late, self._expired, self._dropped
+            self._failing_since, self._backoff, self._late, self._expired = None, 0.0, 0, 0
+            self._dropped, self._dropping = Counter(), False
+        self.metrics.redis_up.set(1)
+        self.last_error = None
+        if failing_since is not None:
+            log.info("Redis writes resumed after %.0f s: %d writes made late, %d of them leases "
+                     "that had expired meanwhile (so not kept)",
+                     time.monotonic() - failing_since, late, expired_late)
+        if dropped:
+            log.error("%d writes were dropped, the oldest first, while more than %d waited for "
+                      "Redis: %d grants, %d deletions, %d rogue replies are missing from Redis",
+                      sum(dropped.values()), self.max_pending, dropped["grant"],
+                      dropped["revoke"], dropped["rogue"])
+
+    def _trim(self) -> int:
+        """Drop the oldest writes beyond max_pending (the lock held); how many."""
+        overflow = len(self._pending) - self.max_pending
+        for _ in range(overflow):
+            kind = _kind(self._pending.popleft()[0])
+            self._dropped[kind] += 1
+            self.metrics.pending_dropped.labels(kind).inc()
+        return max(overflow, 0)
+
+    def _say_dropping(self) -> None:
+        """The first drop of a backlog is an error in the log; the rest are counted."""
+        with self._cond:
+            first = not self._dropping
+            self._dropping = True
+        if first:
+            log.error("more than %d writes wait for Redis: dropping the oldest (leases "
+                      "granted or deleted meanwhile will be missing); see --max-pending",
+                      self.max_pending)
+
+
+class RogueLog:
+    """Logs rejected replies of rogue servers with the server and the client: one by one up to
+    ROGUE_LOG_LINES per ROGUE_LOG_WINDOW seconds, then a count per server for the rest."""
+
+    def __init__(self) -> None:
+        self._window_end = -math.inf
+        self._logged = 0
+        self._unlogged: Counter[str] = Counter()
+
+    def note(self, rejected: Rejected) -> None:
+        self.roll()
+        if self._logged >= ROGUE_LOG_LINES:
+            count_rogue(self._unlogged, rejected)
+            return
+        self._logged += 1
+        msg = rejected.msg
+        server = msg.server_id or msg.src  # server(P), R-SV-1
+        address = "" if msg.yiaddr == "0.0.0.0" else f" of {msg.yiaddr}"
+        source = "" if msg.src == server else f" sent from {msg.src}"
+        log.warning("rogue reply rejected, not written: %s%s to client %s from server %s%s",
+                    msg.type_name, address, msg.mac or "-", server, source)
+
+    def roll(self, *, final: bool = False) -> None:
+        """Start a new window once the current one is over (or at the end: `final`), summing
+        up the replies it did not log."""
+        now = time.monotonic()
+        if now < self._window_end and not final:
+            return
+        if self._unlogged:
+            servers = ", ".join(f"{server} ({count})" for server, count
+                                in self._unlogged.most_common())
+            log.warning("%d more rogue replies rejected, not logged one by one: %s",
+                        sum(self._unlogged.values()), servers)
+        self._window_end, self._logged = now + ROGUE_LOG_WINDOW, 0
+        self._unlogged.clear()
+
+
+@dataclass
+class LivePipeline(Pipeline):
+    """A Pipeline whose writes go to a RedisWriter, with the capture time of the packet behind
+    each; flush() hands them over and never waits for Redis. Rogue replies are logged."""
+
+    writer: RedisWriter | None = None
+    rogue_log: RogueLog = field(default_factory=RogueLog)
+    _stamps: list[float] = field(default_factory=list)  # capture time of each pending command
+
+    def __post_init__(self) -> None:
+        self.batch_size = sys.maxsize  # Pipeline.feed never flushes: the writer batches
+
+    def feed(self, datagram: Datagram) -> None:
+        before = len(self._pending)
+        super().feed(datagram)
+        if len(self._pending) > before:
+            self._stamps.extend(itertools.repeat(datagram.ts, len(self._pending) - before))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        entries: list[Entry] = []
+        for command, ts in zip(self._pending, self._stamps, strict=True):
+            if isinstance(command, Rejected):
+                if command.reason not in ROGUE_REASONS:
+                    continue  # nothing to write
+                self.rogue_log.note(command)
+            entries.append((command, ts))
+        self._pending, self._stamps = [], []
+        assert self.writer is not None
+        self.writer.put(entries)
 
 
 # ---- the sniffer -----------------------------------------------------------------------------
@@ -490,18 +734,18 @@ class Sniffer:
         self.tracker = tracker
         self.metrics = metrics or Metrics()
         self.queue: queue.Queue[Datagram] = queue.Queue(config.queue_size)
-        self.pipeline = LivePipeline(tracker, store, batch_size=config.batch_size,
-                                     metrics=self.metrics)
+        self.writer = RedisWriter(store, self.metrics, config.batch_size, config.max_pending)
+        self.pipeline = LivePipeline(tracker, store, writer=self.writer)
         self.counters: Counter[str] = Counter()  # the loop's own: capture_truncated
         self.watches = [InterfaceWatch(name, config, self.queue.put, self.metrics)
                         for name in dict.fromkeys(config.interfaces)]
-        self._unwritten: list[float] = []  # capture times of changes not yet in Redis
         self.metrics.queue_depth.set_function(self.queue.qsize)
-        self.metrics.pending_writes.set_function(lambda: self.pipeline.backlog)
+        self.metrics.pending_writes.set_function(lambda: self.writer.backlog)
 
     def start(self) -> None:
         """Start capturing on every interface; CaptureError, with everything stopped again, if
         one of them cannot (no such interface, no permission...)."""
+        self.writer.start()
         for watch in self.watches:
             watch.start()
         for watch in self.watches:
@@ -539,29 +783,21 @@ class Sniffer:
         self.metrics.active_leases.set(sum(
             1 for lease in self.tracker.leases.values()
             if lease.expires is None or lease.expires > now))
+        self.pipeline.rogue_log.roll()
 
     def _round(self, timeout: float) -> None:
         """Process what the queue holds (waiting up to `timeout` for a first datagram), at most
-        a batch, then write."""
-        pipeline = self.pipeline
-        if pipeline.backlog >= self.config.max_backlog:  # Redis is down: let the capture wait
-            time.sleep(min(timeout, pipeline.retry_in()))
-            self._flush()
-            return
+        a batch, then hand the writes over."""
         try:
             first = self.queue.get(timeout=timeout)
         except queue.Empty:
-            self._flush()
             return
-        stats = pipeline.stats
+        pipeline = self.pipeline
         for datagram in itertools.chain([first], self._waiting(self.config.batch_size - 1)):
             if datagram.truncated:
                 self.counters["capture_truncated"] += 1
-            changes = stats["written"] + stats["deleted"]
             pipeline.feed(datagram)
-            if stats["written"] + stats["deleted"] != changes:
-                self._unwritten.append(datagram.ts)
-        self._flush()
+        pipeline.flush()
 
     def _waiting(self, limit: int) -> Iterator[Datagram]:
         for _ in range(limit):
@@ -569,14 +805,6 @@ class Sniffer:
                 yield self.queue.get_nowait()
             except queue.Empty:
                 return
-
-    def _flush(self, *, now: bool = False) -> None:
-        self.pipeline.flush(now=now)
-        if self._unwritten and not self.pipeline.backlog:
-            written = time.time()
-            for ts in self._unwritten:
-                self.metrics.capture_to_redis_seconds.observe(max(0.0, written - ts))
-            self._unwritten.clear()
 
     def _shutdown(self, force: threading.Event) -> None:
         self._keep_feeding(lambda: not force.is_set(), DRAIN)
@@ -588,14 +816,11 @@ class Sniffer:
                 watch.kill()
             self._keep_feeding(self._capturing, STOP_WAIT)
         self._keep_feeding(lambda: not self.queue.empty(), STOP_WAIT)
-        deadline = time.monotonic() + FINAL_FLUSH
-        while self.pipeline.backlog and time.monotonic() < deadline:
-            self._flush(now=True)
-            if self.pipeline.backlog:
-                time.sleep(min(BACKOFF_MIN, max(0.0, deadline - time.monotonic())))
-        if self.pipeline.backlog:
-            raise StoreError(f"{self.pipeline.backlog} lease writes were lost: "
-                             f"{self.pipeline.last_error}")
+        self.pipeline.flush()
+        self.pipeline.rogue_log.roll(final=True)
+        lost = self.writer.close(FINAL_FLUSH)
+        if lost:
+            raise StoreError(f"{lost} lease writes were lost: {self.writer.last_error}")
 
     def _capturing(self) -> bool:
         return any(watch.alive() for watch in self.watches)
@@ -616,6 +841,7 @@ class Sniffer:
             watch.kill()
         for watch in self.watches:
             watch.join(STOP_WAIT)
+        self.writer.close(0)
 
 
 # ---- running it ------------------------------------------------------------------------------
@@ -715,12 +941,27 @@ def _logs_held() -> Iterator[None]:
             log.handle(record)
 
 
+class _SafeFormatter(logging.Formatter):
+    """Every message one line of printable text (control characters from the wire, Redis or a
+    tool's output escaped), with Redis passwords replaced by ***. The record is left as it was:
+    held records (see _logs_held) are formatted later."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        original = record.msg, record.args
+        record.msg, record.args = safe(redact(record.getMessage())).plain, None
+        try:
+            return super().format(record)
+        finally:
+            record.msg, record.args = original
+
+
 def configure_logging(level: str) -> None:
-    """Compact lines on stderr; no timestamps under systemd, whose journal adds its own."""
+    """Compact lines on stderr, stamped to the millisecond (restarts are timed by them); no
+    timestamps under systemd, whose journal adds its own."""
     handler = logging.StreamHandler(sys.stderr)
-    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    handler.setFormatter(logging.Formatter(stamp + "%(levelname)s %(message)s",
-                                           "%Y-%m-%d %H:%M:%S"))
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s.%(msecs)03d "
+    handler.setFormatter(_SafeFormatter(stamp + "%(levelname)s %(message)s",
+                                        "%Y-%m-%d %H:%M:%S"))
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
     log.propagate = False

@@ -11,8 +11,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sniffer.dhcp import Datagram, Dropped, decode
-from sniffer.store import LeaseStore
+from sniffer.store import ROGUE_REASONS, LeaseStore
 from sniffer.tracker import Command, Grant, Rejected, Revoke, Tracker
+
+# Rogue servers counted one by one; replies from more (forged identifiers, say) count as "others",
+# so that a flood of them cannot grow the count without end.
+ROGUE_SERVERS_MAX = 1000
+
+
+def count_rogue(counter: Counter[str], rejected: Rejected) -> str:
+    """Count a rejected rogue reply under its server (R-SV-1), or "others"; that name."""
+    server = rejected.msg.server_id or rejected.msg.src
+    if server not in counter and len(counter) >= ROGUE_SERVERS_MAX:
+        server = "others"
+    counter[server] += 1
+    return server
 
 
 @dataclass
@@ -24,6 +37,7 @@ class Pipeline:
     batch_size: int = 500
     clock: Callable[[], float] = time.time
     stats: Counter[str] = field(default_factory=Counter)
+    rogue: Counter[str] = field(default_factory=Counter)  # rejected replies per rogue server
     _pending: list[Command] = field(default_factory=list)
 
     def process(self, datagrams: Iterable[Datagram]) -> None:
@@ -49,6 +63,8 @@ class Pipeline:
                     stats["deleted"] += 1
                 elif isinstance(command, Rejected):
                     stats["rejected"] += 1
+                    if command.reason in ROGUE_REASONS:
+                        count_rogue(self.rogue, command)
             self._pending.extend(commands)
             if len(self._pending) >= self.batch_size:
                 self.flush()

@@ -525,9 +525,13 @@ for line in sys.stdin:
 
 class RedisServer:
     """A scratch redis-server listening on a unix socket only. A socket path is reachable from
-    every network namespace, where 127.0.0.1 would be each namespace's own."""
+    every network namespace, where 127.0.0.1 would be each namespace's own.
 
-    def __init__(self) -> None:
+    `persistent`: an append-only file synced at every write, so that a server killed (SIGKILL)
+    and started again has every write it acknowledged, as a production Redis would have."""
+
+    def __init__(self, *, persistent: bool = False) -> None:
+        self.persistent = persistent
         self.dir = Path(tempfile.mkdtemp(prefix="hive-sniff-redis-"))
         self.dir.chmod(0o755)  # an unprivileged sniffer must reach the socket too
         self.socket = self.dir / "redis.sock"
@@ -539,18 +543,34 @@ class RedisServer:
             raise
 
     def start(self) -> None:
-        """Start it (again, after stop(): empty, on the same socket)."""
+        """Start it (again, after stop() or kill(): on the same socket, empty unless
+        persistent)."""
+        persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
+                       else ["--appendonly", "no"])
         self.proc = subprocess.Popen(
             [tool("redis-server"), "--port", "0", "--unixsocket", str(self.socket),
-             "--unixsocketperm", "777", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
+             "--unixsocketperm", "777", "--save", "", *persistence, "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._answers, "redis-server to listen", timeout=10)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.resume()  # a paused server would not act on SIGTERM
             self.proc.terminate()
             self.proc.wait(10)
+
+    def kill(self) -> None:
+        """Kill it as a crash would (SIGKILL): no shutdown, no last save."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open and commands get no answer, as from a
+        hung server."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
 
     def _answers(self) -> bool:
         if self.proc.poll() is not None:

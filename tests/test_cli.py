@@ -148,7 +148,8 @@ def test_unreachable_redis_masks_the_password(pcap: Path) -> None:
     result = run("replay", str(pcap), "--redis-url", url, "--allow-server", S1)
     assert result.returncode == 1
     assert "s3cret-pw" not in result.stderr + result.stdout
-    (line,) = result.stderr.strip().splitlines()
+    warning, line = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: a Redis password on the command line")
     assert line.startswith("dhcp-hive-mind: error: Redis at redis://hive:***@127.0.0.1:")
     assert "unreachable" in line
 

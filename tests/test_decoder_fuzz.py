@@ -1,20 +1,39 @@
 """Property tests of the decoder (spec R-IN-16, case 93): whatever the octets, decode() either
-raises Dropped or returns a message whose every field has the format the store writes (R-RD-1)."""
+raises Dropped or returns a message whose every field has the format the store writes (R-RD-1).
+
+Inputs: random bytes, fuzzed options behind a valid header, and mutations of a valid ACK and of
+every DHCP payload of the real captures (pcaps/ and ../shared/pcaps/). Streams of mutated
+replies also go through the real pipeline into a real Redis, which must then hold only whole
+records (R-IN-16: never partly written). atheris, a coverage-guided fuzzer, runs on the decoder
+for a bounded time from the real payloads: `python tests/test_decoder_fuzz.py CORPUS_DIR
+-max_total_time=SECONDS` (libFuzzer's options).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import pytest
+import redis
+from conftest import IN_CI, REPO, SHARED_PCAPS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from specharness import (
     ACK,
+    BCAST,
     DISCOVER,
     OFFER,
     REQUEST,
     S1,
     A,
+    check_all_formats,
     o_cid,
     o_fqdn,
     o_host,
@@ -24,6 +43,9 @@ from specharness import (
 )
 
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
+from sniffer.pipeline import Pipeline
+from sniffer.store import Keys, LeaseStore
+from sniffer.tracker import Tracker, TrackerConfig
 
 FUZZ = settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -66,10 +88,14 @@ def check(msg: DhcpMessage) -> None:
     json.dumps(msg.to_json())
 
 
+def datagram(data: bytes, truncated: bool = False, ts: float = 1.5) -> Datagram:
+    return Datagram(ts=ts, src=S1, dst=BCAST, sport=67, dport=68, payload=data,
+                    truncated=truncated)
+
+
 def decode_or_drop(data: bytes, truncated: bool = False) -> None:
     try:
-        msg = decode(Datagram(ts=1.5, src=S1, dst="255.255.255.255", sport=67, dport=68,
-                              payload=data, truncated=truncated))
+        msg = decode(datagram(data, truncated))
     except Dropped as dropped:
         assert dropped.reason
     else:
@@ -129,3 +155,127 @@ def test_unmutated_case1_ack_passes_the_checks() -> None:
     check(msg)
     assert (msg.hostname, msg.fqdn, msg.client_id, msg.lease_time) == (
         "alpha", "alpha.example.org", "0102000000000a", 3600)
+
+
+# ---- mutations of real captures --------------------------------------------------------------
+
+@functools.cache
+def real_payloads() -> tuple[bytes, ...]:
+    """Every distinct DHCP payload (UDP port 67 or 68) of the captures in pcaps/ and
+    ../shared/pcaps/, read with scapy and cut at the UDP length."""
+    from scapy.all import UDP, PcapReader  # scapy's layers bind only once all are loaded
+
+    files = [*REPO.glob("pcaps/*.pcap*"), *SHARED_PCAPS.glob("*.pcap*")]
+    found: dict[bytes, None] = {}
+    for path in sorted(f for f in files if not f.name.endswith(".txt")):
+        with PcapReader(str(path)) as packets:
+            for packet in packets:
+                if UDP in packet and {packet[UDP].sport, packet[UDP].dport} & {67, 68}:
+                    udp = packet[UDP]
+                    found[bytes(udp.original)[8:udp.len]] = None
+    assert len(found) > 100, "the captures hold a few hundred DHCP payloads at least"
+    return tuple(found)
+
+
+def real_replies() -> tuple[bytes, ...]:
+    """The real payloads that are server replies (op 2): the ones that write to Redis."""
+    return tuple(p for p in real_payloads() if p[:1] == b"\x02")
+
+
+@FUZZ
+@given(st.data(), MUTATIONS, st.booleans())
+def test_mutated_real_payloads(data: st.DataObject, mutations: list[Mutation],
+                               truncated: bool) -> None:
+    original = data.draw(st.sampled_from(real_payloads()))
+    decode_or_drop(mutate(original, mutations), truncated)
+
+
+# ---- no partial write ------------------------------------------------------------------------
+
+def run_replies(redis_url: str, payloads: list[bytes]) -> set[str]:
+    """Feed server replies through the real pipeline (every server trusted, the capture clock
+    at now) into Redis; every record must be whole: both hashes, same TTL, every field in its
+    format. Returns the addresses that have a record."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    now = time.time()
+    pipeline = Pipeline(Tracker(TrackerConfig(capture_clock=True)),
+                        LeaseStore(client, Keys(), capture_clock=True))
+    for n, data in enumerate(payloads):
+        pipeline.feed(datagram(data, ts=now + n * 0.01))
+    pipeline.flush()
+    try:
+        return check_all_formats(client)
+    finally:
+        client.close()
+
+
+def test_real_replies_write_whole_records(redis_url: str) -> None:
+    """The starting point of the property below: unmutated, the real ACKs write records."""
+    acks = [p for p in real_replies() if b"\x35\x01\x05" in p[240:]]
+    assert len(run_replies(redis_url, acks)) >= 5
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from([CASE1_ACK]) | st.sampled_from(real_replies()),
+                          MUTATIONS), min_size=1, max_size=12))
+def test_mutated_reply_streams_leave_only_whole_records(
+        redis_url: str, stream: list[tuple[bytes, list[Mutation]]]) -> None:
+    run_replies(redis_url, [mutate(original, mutations) for original, mutations in stream])
+
+
+# ---- atheris ---------------------------------------------------------------------------------
+
+ATHERIS_SECONDS = 20
+
+
+def test_atheris_finds_no_crash(tmp_path: Path) -> None:
+    """A coverage-guided run of ATHERIS_SECONDS from the real payloads: no exception but
+    Dropped escapes decode(), and every message passes check()."""
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            pytest.fail("atheris is not installed (make test installs it)")
+        pytest.skip("atheris is not installed")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n, data in enumerate(real_payloads()[::10]):
+        (corpus / f"{n:05d}").write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__)), str(corpus), f"-max_total_time={ATHERIS_SECONDS}",
+         "-timeout=10", "-rss_limit_mb=4096"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=ATHERIS_SECONDS + 120,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    runs = re.search(r"Done (\d+) runs", done.stderr)
+    assert done.returncode == 0 and runs, done.stderr[-3000:]
+    print(f"\natheris: {int(runs[1]):,} inputs in {ATHERIS_SECONDS} s, no crash")
+
+
+def fuzz_one(data: bytes) -> None:
+    decode_or_drop(data, truncated=len(data) % 2 == 1)
+
+
+def instrument_decoder() -> None:
+    """Coverage for atheris in the decoder's functions only: instrumenting every module loaded
+    (the test libraries too) would take most of the time."""
+    import inspect
+
+    import atheris
+
+    import sniffer.dhcp
+
+    for value in vars(sniffer.dhcp).values():
+        members = vars(value).values() if inspect.isclass(value) else [value]
+        for member in members:
+            if inspect.isfunction(member) and member.__module__ == sniffer.dhcp.__name__:
+                atheris.instrument_func(member)
+
+
+if __name__ == "__main__":
+    import atheris
+
+    instrument_decoder()
+    atheris.Setup(sys.argv, fuzz_one)
+    atheris.Fuzz()

@@ -1,0 +1,99 @@
+"""Redis killed or hung for 10 s while Kea grants leases at 200 exchanges a second: the sniffer
+on the relay host of the namespace lab keeps capturing, holds the writes, and once Redis is back
+Redis mirrors Kea's leases exactly (test_sniff_e2e's comparison: address, MAC, expiry within 3 s).
+
+Killed: SIGKILL, then a new redis-server on the same socket with the append-only file synced at
+every write, as a production Redis keeps its data; a Redis restarted empty would have lost the
+leases granted before the outage, which no client can restore. Hung: SIGSTOP, then SIGCONT.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import require_tool
+from lab import SERVER_IP, RedisServer, fetch, sniff_daemon
+from test_sniff_e2e import assert_mirrors, differences, kea_leases, redis_leases
+
+from benchmarks.live import BenchLab
+
+METRICS_PORT = 9733
+RATE, SECONDS = 200, 20  # exchanges a second, for this long
+OUTAGE_AT, OUTAGE = 5.0, 10.0  # seconds into the load; seconds without Redis
+
+pytestmark = pytest.mark.e2e
+
+
+def kill_and_restart(server: RedisServer) -> tuple[Callable[[], None], Callable[[], None]]:
+    return server.kill, server.start
+
+
+def hang(server: RedisServer) -> tuple[Callable[[], None], Callable[[], None]]:
+    return server.pause, server.resume
+
+
+@pytest.mark.parametrize("fault", [kill_and_restart, hang], ids=["killed", "hung"])
+def test_no_lease_is_lost_through_a_redis_outage(
+        fault: Callable[[RedisServer], tuple[Callable[[], None], Callable[[], None]]],
+        tmp_path: Path) -> None:
+    for name in ("kea-dhcp4", "dhcrelay", "perfdhcp", "dumpcap", "tshark", "redis-server"):
+        require_tool(name)
+    from test_sniff import require_root
+
+    require_root()
+    server = RedisServer(persistent=True)
+    begin, end = fault(server)
+    client = redis.Redis(unix_socket_path=str(server.socket), decode_responses=True)
+    try:
+        with BenchLab(relayed_clients=0) as lab:
+            sniffer = sniff_daemon(
+                lab.relay, ["-i", "up0", "-i", "down0", "--redis-url", server.url,
+                            "--allow-server", SERVER_IP, "--metrics-port", str(METRICS_PORT)],
+                tmp_path / "sniff.log")
+            try:
+                sniffer.wait_output(r"capturing on up0[\s\S]*capturing on down0|"
+                                    r"capturing on down0[\s\S]*capturing on up0")
+                load = threading.Thread(target=lab.perfdhcp, args=(RATE * SECONDS,),
+                                        kwargs={"rate": RATE})
+                load.start()
+                time.sleep(OUTAGE_AT)
+                begin()
+                time.sleep(OUTAGE)
+                end()
+                load.join()
+                sniffer.wait_output(r"INFO Redis writes resumed after \d+ s", timeout=60)
+                assert_mirrors(lab, client, timeout=30)
+                kea = kea_leases(lab, time.time())
+                problems = differences(lab, client)
+                print(f"\n{fault.__name__}: {len(kea)} leases in Kea, "
+                      f"{len(redis_leases(client))} in Redis, {len(problems)} differences; "
+                      f"{late_writes(sniffer.output())}; "
+                      f"{packets(fetch(lab.relay, f'http://127.0.0.1:{METRICS_PORT}/metrics'))}")
+                assert len(kea) >= RATE * SECONDS * 0.95  # the load really ran
+                assert sniffer.stop(signal.SIGTERM) == 0
+            finally:
+                sniffer.stop(signal.SIGKILL)
+    finally:
+        client.close()
+        server.close()
+    output = sniffer.output()
+    assert "WARNING Redis write failed" in output  # the outage did reach the sniffer
+    assert "ERROR" not in output  # no write dropped
+    assert not re.search(r"capture on \S+ dropped", output)  # no packet lost by the capture
+
+
+def late_writes(log: str) -> str:
+    match = re.search(r"Redis writes resumed after (\d+) s: (\d+) writes made late", log)
+    return f"{match[2]} writes made {match[1]} s late" if match else "no late writes"
+
+
+def packets(metrics: str) -> str:
+    match = re.search(r"^dhcp_hive_mind_rx_packets_total (\S+)$", metrics, re.M)
+    return f"{float(match[1]):.0f} packets captured" if match else "no packet count"
