@@ -17,13 +17,19 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from lab import Lab, summarize  # noqa: E402
 
-# Short timers so the renewal captures take seconds; T1 is what dhclient renews at.
-SHORT = {"valid_lifetime": 30, "renew_timer": 5, "rebind_timer": 20}
+# Each recording is a lab scenario of its own (tests/lab.py): its clients' MACs carry the number
+# in their fourth octet and their addresses start at .100 + 10 * number, so replaying all the
+# files together (`make demo`) shows every client apart instead of one overwriting another.
+#
+# A short T1 so the renewal captures take seconds (dhclient renews at T1), and a valid lifetime
+# of ten minutes so the renewed lease is still there a while after a replay. T2 at 87.5 % of
+# the lifetime, the share RFC 2131 suggests.
+QUICK_RENEWAL = {"valid_lifetime": 600, "renew_timer": 5, "rebind_timer": 525}
 
 
 def plain_dora(path: Path) -> None:
     """A client on the server's own segment: broadcast DORA, captured at the server."""
-    with Lab(relayed_clients=0) as lab:
+    with Lab(relayed_clients=0, scenario=1) as lab:
         lab.local.hostname = "plain-client"
         capture = lab.capture("srv", ["eth0"], path)
         lab.local.obtain()
@@ -32,7 +38,7 @@ def plain_dora(path: Path) -> None:
 
 def relayed_dora_both_legs(path: Path) -> None:
     """A relayed DORA, captured on both interfaces of the relay host."""
-    with Lab(relayed_clients=1) as lab:
+    with Lab(relayed_clients=1, scenario=2) as lab:
         lab.clients[0].hostname = "relayed-client"
         capture = lab.capture("relay", ["up0", "down0"], path)
         lab.clients[0].obtain()
@@ -41,7 +47,7 @@ def relayed_dora_both_legs(path: Path) -> None:
 
 def renewal(path: Path) -> None:
     """DORA, then one renewal at T1: unicast REQUEST/ACK with ciaddr, captured at the server."""
-    with Lab(relayed_clients=0, **SHORT) as lab:
+    with Lab(relayed_clients=0, scenario=3, **QUICK_RENEWAL) as lab:
         lab.local.hostname = "renewing-client"
         capture = lab.capture("srv", ["eth0"], path)
         lab.local.obtain()
@@ -56,7 +62,7 @@ def relayed_renewal_both_legs(path: Path) -> None:
     The unicast renewal is routed, and dhcrelay relays a second copy of it too (it listens for
     port 67 on the client leg whatever the destination), so the server answers twice.
     """
-    with Lab(relayed_clients=1, **SHORT) as lab:
+    with Lab(relayed_clients=1, scenario=4, **QUICK_RENEWAL) as lab:
         client = lab.clients[0]
         client.hostname = "relayed-renewer"
         capture = lab.capture("relay", ["up0", "down0"], path)
@@ -68,7 +74,7 @@ def relayed_renewal_both_legs(path: Path) -> None:
 
 def release(path: Path) -> None:
     """DORA, then DHCPRELEASE, captured at the server."""
-    with Lab(relayed_clients=0) as lab:
+    with Lab(relayed_clients=0, scenario=5) as lab:
         lab.local.hostname = "releasing-client"
         capture = lab.capture("srv", ["eth0"], path)
         lab.local.obtain()
@@ -78,7 +84,7 @@ def release(path: Path) -> None:
 
 def relayed_release_both_legs(path: Path) -> None:
     """A relayed DORA, then DHCPRELEASE, captured on both relay legs."""
-    with Lab(relayed_clients=1) as lab:
+    with Lab(relayed_clients=1, scenario=6) as lab:
         lab.clients[0].hostname = "relayed-releaser"
         capture = lab.capture("relay", ["up0", "down0"], path)
         lab.clients[0].obtain()
@@ -88,7 +94,7 @@ def relayed_release_both_legs(path: Path) -> None:
 
 def relayed_dora_any(path: Path) -> None:
     """A relayed DORA captured on the relay host with `-i any`: Linux cooked capture (SLL)."""
-    with Lab(relayed_clients=1) as lab:
+    with Lab(relayed_clients=1, scenario=7) as lab:
         lab.clients[0].hostname = "any-client"
         capture = lab.capture("relay", ["any"], path)
         lab.clients[0].obtain()
@@ -99,7 +105,7 @@ def perfdhcp_both_legs(path: Path) -> None:
     """Load from perfdhcp (5 simulated clients, no hostnames) through the relay host, captured
     on both legs. perfdhcp plays the relay agent, so its requests carry giaddr from the start
     and are routed; dhcrelay relays a second copy of each, and Kea answers both."""
-    with Lab(relayed_clients=0) as lab:
+    with Lab(relayed_clients=0, scenario=8) as lab:
         capture = lab.capture("relay", ["up0", "down0"], path)
         lab.perfdhcp(5, rate=5)
         capture.stop()

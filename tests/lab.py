@@ -4,17 +4,21 @@ Topology (every name below is prefixed with a per-lab tag such as ``hive3f9a1c-`
 labs never clash; nothing is created in the caller's own namespace):
 
       local (dhclient)            srv (kea-dhcp4 192.0.2.1, control socket, lease_cmds)
-      eth0 02:00:00:00:00:0a      eth0 02:00:00:00:ff:01
+      eth0 02:00:00:0s:00:0a      eth0 02:00:00:00:ff:01
            |                           |
-    ===== br0 in namespace sw: server segment N0 192.0.2.0/24 (pool .100-.199) =====
+    ===== br0 in namespace sw: server segment N0 192.0.2.0/24 (pool .1s0-.199) =====
                           |
                  up0 192.0.2.254 02:00:00:00:ff:02
                  relay (dhcrelay -iu up0 -id down0 192.0.2.1, ip_forward=1)
                  down0 198.51.100.1 02:00:00:00:ff:03  (giaddr, clients' router)
                           |
-    ===== br1 in namespace sw: client segment N1 198.51.100.0/24 (pool .100-.199) =====
+    ===== br1 in namespace sw: client segment N1 198.51.100.0/24 (pool .1s0-.199) =====
            |                  |
-      cli1 eth0          cli2 eth0 ...   (dhclient; MAC 02:00:00:00:01:<n>)
+      cli1 eth0          cli2 eth0 ...   (dhclient; MAC 02:00:00:0s:01:<n>)
+
+`s` is the lab's `scenario` (0-9, default 0), which keeps recordings apart when they are replayed
+together: it is the fourth octet of every client MAC (perfdhcp's too) and moves both pools to
+start at .100 + 10 * s. The server and the relay are the same in every scenario.
 
 Clients renew by unicast through the relay acting as a router, as a real client would.
 The addresses are documentation ranges (RFC 5737); the traffic never leaves the namespaces.
@@ -51,7 +55,14 @@ RELAY_DOWN_IP = "198.51.100.1"
 SERVER_NET = "192.0.2.0/24"
 CLIENT_NET = "198.51.100.0/24"
 PERF_IP = "198.51.100.50"  # perfdhcp, a pretend relay agent on the client segment
-PERF_MAC = "02:00:00:00:02:00"  # the first of perfdhcp's simulated clients
+
+
+def client_mac(scenario: int, group: int, n: int) -> str:
+    """A client MAC of the lab: group 0 is the local client, 1 the relayed clients, 2 perfdhcp."""
+    return f"02:00:00:{scenario:02x}:{group:02x}:{n:02x}"
+
+
+PERF_MAC = client_mac(0, 2, 0)  # the first of perfdhcp's simulated clients in scenario 0
 DHCP_FILTER = "udp port 67 or udp port 68"
 SBIN = "/usr/sbin:/sbin:/usr/local/sbin"
 
@@ -262,8 +273,12 @@ class Lab:
     """The whole topology; use as a context manager so everything is removed even on failure."""
 
     def __init__(self, relayed_clients: int = 1, *, valid_lifetime: int = 3600,
-                 renew_timer: int | None = None, rebind_timer: int | None = None) -> None:
+                 renew_timer: int | None = None, rebind_timer: int | None = None,
+                 scenario: int = 0) -> None:
+        if not 0 <= scenario <= 9:
+            raise LabError(f"scenario {scenario}: 0 to 9 (each moves the pools by 10 addresses)")
         self.tag = f"hive{secrets.token_hex(3)}"
+        self.scenario = scenario
         self.relayed_clients = relayed_clients
         self.timers = {"valid-lifetime": valid_lifetime, "renew-timer": renew_timer,
                        "rebind-timer": rebind_timer}
@@ -344,11 +359,12 @@ class Lab:
         run(self.relay.cmd("sysctl", "-qw", "net.ipv4.ip_forward=1"))
 
         local = self._namespace("local")
-        self._plug(local, "eth0", "br0", "02:00:00:00:00:0a")
-        self.local = Client(local, self.workdir, "02:00:00:00:00:0a", "local")
+        local_mac = client_mac(self.scenario, 0, 0x0a)
+        self._plug(local, "eth0", "br0", local_mac)
+        self.local = Client(local, self.workdir, local_mac, "local")
         for n in range(1, self.relayed_clients + 1):
             ns = self._namespace(f"cli{n}")
-            mac = f"02:00:00:00:01:{n:02x}"
+            mac = client_mac(self.scenario, 1, n)
             self._plug(ns, "eth0", "br1", mac)
             self.clients.append(Client(ns, self.workdir, mac, f"cli{n}"))
 
@@ -357,6 +373,7 @@ class Lab:
 
     def _kea_config(self) -> dict[str, object]:
         timers = {k: v for k, v in self.timers.items() if v is not None}
+        first = 100 + 10 * self.scenario
         return {"Dhcp4": {
             "interfaces-config": {"interfaces": ["eth0"]},
             "control-socket": {"socket-type": "unix", "socket-name": str(self.control_socket)},
@@ -367,9 +384,9 @@ class Lab:
             **timers,
             "subnet4": [
                 {"id": 1, "subnet": SERVER_NET,
-                 "pools": [{"pool": "192.0.2.100 - 192.0.2.199"}]},
+                 "pools": [{"pool": f"192.0.2.{first} - 192.0.2.199"}]},
                 {"id": 2, "subnet": CLIENT_NET,
-                 "pools": [{"pool": "198.51.100.100 - 198.51.100.199"}],
+                 "pools": [{"pool": f"198.51.100.{first} - 198.51.100.199"}],
                  "option-data": [{"name": "routers", "data": RELAY_DOWN_IP}]},
             ],
             "loggers": [{"name": "kea-dhcp4", "severity": "INFO",
@@ -431,11 +448,13 @@ class Lab:
         segment at PERF_IP and sends its requests, giaddr set, to dhcrelay, which relays them
         on to Kea (a chain of two relays); Kea answers to PERF_IP, routed back through the
         relay host. A capture there sees every message on both legs, once each. MACs count up
-        from PERF_MAC; `seed` makes the xids repeatable.
+        from client_mac(scenario, 2, 0) (PERF_MAC in scenario 0); `seed` makes the xids
+        repeatable.
         """
         ns = self.namespaces.get("perf") or self._perf_namespace()
         argv = ns.cmd(tool("perfdhcp"), "-4", "-l", PERF_IP, "-r", str(rate), "-R", str(clients),
-                      "-n", str(clients), "-s", str(seed), "-b", f"mac={PERF_MAC}",
+                      "-n", str(clients), "-s", str(seed),
+                      "-b", f"mac={client_mac(self.scenario, 2, 0)}",
                       "-W", "1000000", RELAY_DOWN_IP)  # waits 1 s for the last exchanges
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode not in (0, 3):  # 3: some exchanges did not complete
@@ -444,7 +463,7 @@ class Lab:
 
     def _perf_namespace(self) -> Namespace:
         ns = self._namespace("perf")
-        self._plug(ns, "eth0", "br1", "02:00:00:00:02:ff", f"{PERF_IP}/24")
+        self._plug(ns, "eth0", "br1", client_mac(self.scenario, 2, 0xff), f"{PERF_IP}/24")
         return ns
 
     def capture(self, where: str, interfaces: Sequence[str], path: Path) -> Capture:
