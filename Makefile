@@ -80,7 +80,7 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	touch $@ $(VENV)/.installed
 
 demo: deps-demo $(VENV)/.installed
-	$(VENV)/bin/dhcp-hive-mind replay pcaps/*.pcap pcaps/*.pcapng
+	$(VENV)/bin/dhcp-hive-mind replay pcaps/*.pcap pcaps/*.pcapng --allow-server 192.0.2.1
 	$(VENV)/bin/dhcp-hive-mind leases
 
 lint: $(VENV)/.installed-test
