@@ -139,7 +139,12 @@ while i <= #A do
       if cid then call('SREM', by_cid .. cid, ip) end
       call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(fields(schema.n)))
     else
-      call('HINCRBY', rogue_servers, ip, 1)
+      -- Forged server identifiers must not grow the hash without end: past the cap, only
+      -- servers already listed are counted (the stream still records every reply).
+      if redis.call('HEXISTS', rogue_servers, ip) == 1
+          or redis.call('HLEN', rogue_servers) < 1000 then
+        call('HINCRBY', rogue_servers, ip, 1)
+      end
       call('XADD', rogue, 'MAXLEN', '~', maxlen, '*', unpack(fields(schema.n)))
     end
   end

@@ -244,6 +244,18 @@ def test_rogue_replies_go_to_their_own_stream(store: LeaseStore, rclient: redis.
     assert rclient.exists(f"{NS}:events", IP, f"{NS}:lease:{IP}") == 0
 
 
+def test_rogue_server_counts_are_capped(store: LeaseStore) -> None:
+    """Forged server identifiers cannot grow the count hash without end."""
+    forged = [Rejected("rogue_reply", reply(ACK, server_id=f"10.66.{n // 250}.{n % 250 + 1}"))
+              for n in range(1100)]
+    apply(store, *forged)
+    apply(store, Rejected("rogue_reply", reply(ACK, server_id="10.66.0.1")))
+    counts = store.rogue_servers()
+    assert len(counts) == 1000
+    assert counts["10.66.0.1"] == 2  # a server already listed is still counted
+    assert len(store.rogue_since(count=2000)) == 1101  # the stream keeps every reply
+
+
 def test_event_stream_is_capped(redis_url: str, rclient: redis.Redis) -> None:
     store = LeaseStore(redis.Redis.from_url(redis_url), Keys(), capture_clock=True,
                        stream_maxlen=10)
