@@ -7,6 +7,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,15 @@ def test_both_engines_decode_alike(path: Path) -> None:
     assert fast.returncode == slow.returncode == 0
     assert fast.stdout == slow.stdout
     assert fast.stdout.count("\n") > 0
+
+
+def test_realtime_pace_keeps_the_capture_timing(redis_url: str, tmp_path: Path) -> None:
+    """Three exchanges 1 s apart take at least the 2 s the capture spans (a lower bound only)."""
+    require_tool("tshark")
+    path = three_leases(tmp_path / "paced.pcap")
+    started = time.monotonic()
+    result = run("replay", str(path), "--redis-url", redis_url, "--allow-server", S1,
+                 "--pace", "realtime")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 2.0
+    assert "3 leases written" in result.stdout
