@@ -222,6 +222,9 @@ def to_datagram(values: Sequence[str], ports: frozenset[int]) -> Datagram | None
         return None
 
 
+# A capture holds a handful of distinct protocol stacks: remembering the answer saves 0.5 us of
+# every datagram's 3.7 here. Bounded, as live traffic chooses the strings.
+@functools.lru_cache(maxsize=1024)
 def _innermost_udp_over_ipv4(protocols: str) -> bool:
     layers = protocols.split(":")
     if "udp" not in layers:
