@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import functools
 import os
 import queue
@@ -69,6 +70,9 @@ DISABLED_PROTOCOL = "dhcp"
 UDP_HEADER = 8
 STOP_TIMEOUT = 5.0  # seconds tshark gets to exit after SIGTERM before it is killed
 STDOUT_BUFFER = 1 << 20
+# tshark's stdout pipe: 1 MiB (Linux's limit for unprivileged users) instead of 64 KiB, so that
+# tshark keeps decoding while we wait for Redis, rather than blocking after 100 lines.
+PIPE_SIZE = 1 << 20
 
 
 class CaptureError(Exception):
@@ -382,6 +386,9 @@ class _TsharkProcess:
             self._stderr.close()
             raise CaptureError(f"{label}: cannot start tshark: {error.strerror}") from None
         self.pid = self._popen.pid
+        assert self._popen.stdout is not None
+        with contextlib.suppress(OSError):  # a lower limit (pipe-max-size) keeps the default
+            fcntl.fcntl(self._popen.stdout, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
     def lines(self) -> IO[str]:
         assert self._popen.stdout is not None
