@@ -43,6 +43,7 @@ from pyshark.tshark.tshark import (
 )
 
 from sniffer.dhcp import Datagram, new_datagram
+from sniffer.errors import HiveError
 
 ENGINES = ("tshark", "pyshark")
 DEFAULT_PORTS = (67, 68)
@@ -75,7 +76,7 @@ STDOUT_BUFFER = 1 << 20
 PIPE_SIZE = 1 << 20
 
 
-class CaptureError(Exception):
+class CaptureError(HiveError):
     """tshark is missing, too old, or failed on a file, or the capture was asked for something
     impossible: a local problem, reported in one line."""
 

@@ -21,13 +21,13 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.text import Text
 
 from sniffer import __version__
-from sniffer.capture import DEFAULT_PORTS, DUMPCAP_BUFFER_MIB, CaptureError, FileCapture
+from sniffer.capture import DEFAULT_PORTS, DUMPCAP_BUFFER_MIB, FileCapture
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
+from sniffer.errors import HiveError
 from sniffer.lease import Lease
 from sniffer.live import (
     SniffConfig,
     Sniffer,
-    SniffError,
     configure_logging,
     log,
     run_sniffer,
@@ -38,14 +38,13 @@ from sniffer.store import (
     Keys,
     LeaseStore,
     RedisOptions,
-    StoreError,
     close_redis,
     mask_url,
     open_redis,
     redact,
 )
 from sniffer.tracker import Tracker, TrackerConfig
-from sniffer.view import ViewError, duration, history_table, lease_table, run_view, safe
+from sniffer.view import duration, history_table, lease_table, run_view, safe
 
 app = typer.Typer(
     name="dhcp-hive-mind",
@@ -88,7 +87,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class UsageProblem(Exception):
+class UsageProblem(HiveError):
     """A local mistake in how the command was called (bad file, bad value)."""
 
 
@@ -99,7 +98,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (CaptureError, StoreError, UsageProblem) as problem:
+        except HiveError as problem:
             if settings.debug:
                 raise
             err.print(safe(f"dhcp-hive-mind: error: {redact(str(problem))}"))
@@ -498,10 +497,7 @@ def view(
     """Full-screen live view of the current leases and their changes (q quits)."""
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
     with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
-        try:
-            run_view(store, source=_source(redis_url))
-        except ViewError as problem:
-            raise UsageProblem(str(problem)) from None
+        run_view(store, source=_source(redis_url))
 
 
 def _source(redis_url: str | None) -> str:
@@ -666,17 +662,14 @@ def sniff(
         tracker = Tracker(config)
         tracker.restore(store.load())
         sniffer = Sniffer(sniff_config, tracker, store)
-        try:
-            if with_view:
-                viewer = LeaseStore(store.client, store.keys, capture_clock=True)
-                totals = run_sniffer_with_view(sniffer, lambda stop: run_view(
-                    viewer, stop, source=_source(redis_url)), metrics_port=metrics_port,
-                    metrics_address=metrics_address)
-            else:
-                totals = run_sniffer(sniffer, metrics_port=metrics_port,
-                                     metrics_address=metrics_address)
-        except (SniffError, ViewError) as problem:
-            raise UsageProblem(str(problem)) from None
+        if with_view:
+            viewer = LeaseStore(store.client, store.keys, capture_clock=True)
+            totals = run_sniffer_with_view(sniffer, lambda stop: run_view(
+                viewer, stop, source=_source(redis_url)), metrics_port=metrics_port,
+                metrics_address=metrics_address)
+        else:
+            totals = run_sniffer(sniffer, metrics_port=metrics_port,
+                                 metrics_address=metrics_address)
     log.info("stopped: %s packets, %s leases written, %s deleted, %s replies rejected, "
              "%s malformed packets dropped", f"{totals['rx_packets']:,}",
              f"{totals['written']:,}", f"{totals['deleted']:,}", f"{totals['rejected']:,}",

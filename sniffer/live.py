@@ -49,11 +49,13 @@ from sniffer.capture import (
     TsharkLeg,
     permission_message,
 )
+from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.dhcp import Datagram
+from sniffer.errors import HiveError
+from sniffer.escape import printable
 from sniffer.pipeline import Pipeline, count_rogue
-from sniffer.store import ROGUE_REASONS, SOCKET_TIMEOUT, LeaseStore, StoreError, redact
-from sniffer.tracker import Command, Grant, Rejected, Revoke, Tracker
-from sniffer.view import safe
+from sniffer.store import SOCKET_TIMEOUT, LeaseStore, StoreError, redact
+from sniffer.tracker import Tracker
 
 log = logging.getLogger("dhcp_hive_mind")
 
@@ -90,7 +92,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5
                    5.0, 10.0, 30.0)
 
 
-class SniffError(Exception):
+class SniffError(HiveError):
     """A local problem outside capture and Redis (such as a metrics port in use)."""
 
 
@@ -948,7 +950,7 @@ class _SafeFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         original = record.msg, record.args
-        record.msg, record.args = safe(redact(record.getMessage())).plain, None
+        record.msg, record.args = printable(redact(record.getMessage())), None
         try:
             return super().format(record)
         finally:

@@ -10,9 +10,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.dhcp import Datagram, Dropped, decode
-from sniffer.store import ROGUE_REASONS, LeaseStore
-from sniffer.tracker import Command, Grant, Rejected, Revoke, Tracker
+from sniffer.store import LeaseStore
+from sniffer.tracker import Tracker
 
 # Rogue servers counted one by one; replies from more (forged identifiers, say) count as "others",
 # so that a flood of them cannot grow the count without end.

@@ -26,8 +26,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.typing import EncodableT
 
+from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
+from sniffer.errors import HiveError
 from sniffer.lease import INFINITE, Lease
-from sniffer.tracker import Command, Grant, Rejected, Revoke
 
 T = TypeVar("T")
 BATCH = 1000  # keys per read pipeline: 100k leases load in about 100 round trips
@@ -153,7 +154,6 @@ end
 if failure then return redis.error_reply(failure) end
 return 0
 """
-ROGUE_REASONS = frozenset({"rogue_reply", "rogue_nak"})
 URL_SCHEMES = ("redis", "rediss", "unix")
 STATE_NAME = "dhcp-hive-mind"
 DB_NAME = "leases.rdb"
@@ -162,7 +162,7 @@ HEALTH_CHECK = 30  # seconds idle after which a connection is checked (PING) bef
 _secrets: set[str] = set()  # every Redis password given, redacted from every message
 
 
-class StoreError(Exception):
+class StoreError(HiveError):
     """Redis is unreachable or refused a command: a local problem, reported in one line."""
 
 

@@ -21,6 +21,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
+from sniffer.commands import (
+    Command,
+    Grant,
+    GrantEvent,
+    Rejected,
+    RejectReason,
+    Revoke,
+    RevokeReason,
+)
 from sniffer.dhcp import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, DhcpMessage
 from sniffer.lease import INFINITE, Lease
 
@@ -54,41 +63,6 @@ class TrackerConfig:
     default_prefix_len: int = 24
     track_bootp: bool = True
     capture_clock: bool = False  # True: G9 applies (live sniffing, replay --as-captured)
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Write `lease` at lease.ip, replacing whatever is there (R-RD-2).
-
-    `event` is "granted" (the tracker held no current record at that address), "renewed" (it held
-    one of the same client, R-ID-3) or "reassigned" (it held another client's record). `previous`
-    is the record replaced (renewed, reassigned), None for granted.
-    """
-
-    lease: Lease
-    event: str
-    previous: Lease | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Revoke:
-    """Delete the record at lease.ip (R-RD-4). `reason`: released, declined, nak, superseded."""
-
-    lease: Lease
-    reason: str
-    ts: float = 0.0  # capture time of the packet that caused it
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A reply or client message that was refused, for logs and the event stream (no Redis write
-    to the lease keys). `reason` is the counter name (rogue_reply, rogue_nak, ...)."""
-
-    reason: str
-    msg: DhcpMessage
-
-
-Command = Grant | Revoke | Rejected
 
 
 class _Txn:
@@ -234,7 +208,7 @@ class Tracker:
         elif kind == NAK:
             return self._nak(msg)
         elif kind == OFFER and not self._allowed(msg, msg.server_id or msg.src):
-            return self._reject("rogue_reply", msg)
+            return self._reject(RejectReason.ROGUE_REPLY, msg)
         return []
 
     @property
@@ -268,14 +242,14 @@ class Tracker:
     def _release(self, msg: DhcpMessage) -> list[Command]:
         """R-RL: ciaddr, else option 50."""
         ip = msg.ciaddr if msg.ciaddr != ZERO else msg.requested_ip
-        return self._end_by_client(msg, ip, "released", "release_deleted")
+        return self._end_by_client(msg, ip, RevokeReason.RELEASED, "release_deleted")
 
     def _decline(self, msg: DhcpMessage) -> list[Command]:
         """R-DC: option 50, else ciaddr."""
         ip = msg.requested_ip or (msg.ciaddr if msg.ciaddr != ZERO else None)
-        return self._end_by_client(msg, ip, "declined", "decline_deleted")
+        return self._end_by_client(msg, ip, RevokeReason.DECLINED, "decline_deleted")
 
-    def _end_by_client(self, msg: DhcpMessage, ip: str | None, reason: str,
+    def _end_by_client(self, msg: DhcpMessage, ip: str | None, reason: RevokeReason,
                        counter: str) -> list[Command]:
         allowed = self.config.allowed_servers
         if msg.framing_error or ip is None:  # R-IN-13: no deletion based on a corrupt message
@@ -296,30 +270,30 @@ class Tracker:
         """R-GR: an ACK or a BOOTREPLY, steps G1-G15 in order."""
         server = msg.server_id or msg.src
         if not self._allowed(msg, server):  # G1
-            return self._reject("rogue_reply", msg)
+            return self._reject(RejectReason.ROGUE_REPLY, msg)
         if self._duplicate(msg):  # G2
             return []
         txn = self._correlate(msg)  # G3
         if txn is not None and txn.latest_kind == INFORM:  # G4
-            return self._reject("ack_to_inform", msg)
+            return self._reject(RejectReason.ACK_TO_INFORM, msg)
         if not _valid_lease_address(msg.yiaddr):  # G5
-            return self._reject("bad_yiaddr", msg)
+            return self._reject(RejectReason.BAD_YIADDR, msg)
         lease_time = msg.lease_time  # G6
         if lease_time is None:
             if msg.msg_type == ACK:
-                return self._reject("no_lease_time", msg)
+                return self._reject(RejectReason.NO_LEASE_TIME, msg)
             lease_time = INFINITE
         elif lease_time == 0:
-            return self._reject("zero_lease", msg)
+            return self._reject(RejectReason.ZERO_LEASE, msg)
         if txn is not None and txn.decided is not None and txn.decided != server:  # G7
-            return self._reject("late_other_server", msg)
+            return self._reject(RejectReason.LATE_OTHER_SERVER, msg)
         second = math.floor(msg.ts)
         record = self._current(msg.yiaddr, second)
         if record is not None and record.updated > second:  # G8
-            return self._reject("stale", msg)
+            return self._reject(RejectReason.STALE, msg)
         if (self.config.capture_clock and lease_time != INFINITE
                 and second + lease_time <= now):  # G9
-            return self._reject("already_expired", msg)
+            return self._reject(RejectReason.ALREADY_EXPIRED, msg)
         lease = self._new_lease(msg, txn, record, server, lease_time, second)  # G10-G12
         commands: list[Command] = [self._write(lease, record)]  # G13
         if self.config.supersede_same_subnet:  # G14
@@ -385,11 +359,11 @@ class Tracker:
     def _write(self, lease: Lease, record: Lease | None) -> Grant:
         """G13: replace the record at the address; tell whose it was."""
         if record is None:
-            event = "granted"
+            event = GrantEvent.GRANTED
         elif _same_client(_lease_identity(record), _lease_identity(lease)):
-            event = "renewed"
+            event = GrantEvent.RENEWED
         else:
-            event = "reassigned"
+            event = GrantEvent.REASSIGNED
         self.counters[event] += 1
         self._put(lease)
         return Grant(lease, event, record)
@@ -417,14 +391,14 @@ class Tracker:
                     and _same_client(_lease_identity(other), identity)):
                 self._remove(ip)
                 self.counters["superseded"] += 1
-                commands.append(Revoke(other, "superseded", msg.ts))
+                commands.append(Revoke(other, RevokeReason.SUPERSEDED, msg.ts))
         return commands
 
     def _nak(self, msg: DhcpMessage) -> list[Command]:
         """R-NK steps 1-7."""
         server = msg.server_id or msg.src
         if not self._allowed(msg, server):
-            return self._reject("rogue_nak", msg)
+            return self._reject(RejectReason.ROGUE_NAK, msg)
         if self._duplicate(msg):
             return []
         txn = self._correlate(msg)
@@ -435,7 +409,7 @@ class Tracker:
         if txn.decided is not None:
             if txn.decided == server:
                 return []
-            return self._reject("late_other_server", msg)
+            return self._reject(RejectReason.LATE_OTHER_SERVER, msg)
         commands: list[Command] = []
         ip = txn.requested_ip
         if txn.latest_kind == REQUEST and ip is not None:
@@ -444,7 +418,7 @@ class Tracker:
             if record is not None and _same_client(_lease_identity(record), identity):
                 self._remove(ip)
                 self.counters["nak_deleted"] += 1
-                commands.append(Revoke(record, "nak", msg.ts))
+                commands.append(Revoke(record, RevokeReason.NAK, msg.ts))
         self._decide(txn, msg, server)
         return commands
 
@@ -499,7 +473,7 @@ class Tracker:
         txn.decided = server
         self._touch(txn, msg.ts)
 
-    def _reject(self, reason: str, msg: DhcpMessage) -> list[Command]:
+    def _reject(self, reason: RejectReason, msg: DhcpMessage) -> list[Command]:
         self.counters[reason] += 1
         return [Rejected(reason, msg)]
 

@@ -23,7 +23,6 @@ import termios
 import threading
 import time
 import tty
-import unicodedata
 from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -38,26 +37,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from sniffer.errors import HiveError
+from sniffer.escape import printable
 from sniffer.lease import Lease
 from sniffer.store import BATCH, LeaseStore, StoreError, ipv4_number
-
-# Every C0 control, DEL and the C1 range would move the cursor or start an escape sequence; the
-# backslash is doubled so that an escape shown can't be confused with the same text sent.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x5C: "\\\\"}
-# Format characters (bidi overrides, zero-width), line/paragraph separators and surrogates
-# reorder or hide text around them.
-_HIDDEN_CATEGORIES = frozenset({"Cf", "Zl", "Zp", "Cs"})
 
 
 def safe(value: object, style: str = "") -> Text:
     """A Text that prints `value` literally: no markup, no escape sequences."""
-    if value is None:
-        return Text("", style=style)
-    text = str(value).translate(_ESCAPES)
-    if not text.isascii():
-        text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _HIDDEN_CATEGORIES
-                       else c for c in text)
-    return Text(text, style=style)
+    return Text(printable(value), style=style)
 
 
 def duration(seconds: int | None) -> str:
@@ -852,7 +840,7 @@ def handle_key(state: ViewState, key: str, page: int) -> bool:
     return False
 
 
-class ViewError(Exception):
+class ViewError(HiveError):
     """The view cannot run here (no terminal): a local problem, reported in one line."""
 
 

@@ -15,10 +15,10 @@ import pytest
 import redis
 from conftest import REPO, free_port
 
+from sniffer.commands import Command, Grant, Rejected, Revoke
 from sniffer.dhcp import ACK, NAK, DhcpMessage
 from sniffer.lease import INFINITE, Lease
 from sniffer.store import Keys, LeaseStore, StoreError, default_state_dir, mask_url, open_redis
-from sniffer.tracker import Command, Grant, Rejected, Revoke
 
 IP = "192.0.2.100"
 MAC_A = "00:00:5e:00:53:0a"
@@ -444,7 +444,7 @@ from pathlib import Path
 import psutil
 from sniffer.lease import Lease
 from sniffer.store import Keys, LeaseStore, open_redis
-from sniffer.tracker import Grant
+from sniffer.commands import Grant
 
 client, description = open_redis(None, state_dir=Path(sys.argv[1]))
 store = LeaseStore(client, Keys(), capture_clock=True)

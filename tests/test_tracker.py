@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from sniffer.commands import Command, Grant, Rejected, Revoke
 from sniffer.dhcp import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, DhcpMessage
 from sniffer.lease import INFINITE, Lease
-from sniffer.tracker import Command, Grant, Rejected, Revoke, Tracker, TrackerConfig
+from sniffer.tracker import Tracker, TrackerConfig
 
 T0 = 1_700_000_000
 A = bytes.fromhex("02000000000a")

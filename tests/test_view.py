@@ -26,9 +26,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 
+from sniffer.commands import Grant, Revoke
 from sniffer.lease import INFINITE, Lease
 from sniffer.store import Keys, LeaseStore
-from sniffer.tracker import Grant, Revoke
 from sniffer.view import (
     Change,
     Feed,

@@ -34,9 +34,9 @@ from specharness import (
     server_msg,
 )
 
+from sniffer.commands import Grant, Revoke
 from sniffer.lease import Lease
 from sniffer.store import Keys, LeaseStore
-from sniffer.tracker import Grant, Revoke
 
 NS = "dhcp-hive-mind"
 HOSTILE = "\x1b[31mRED[bold]markup[/bold]\r\nX"
