@@ -164,7 +164,7 @@ EngineOpt = Annotated[
                  "FileCapture in EK mode (slow, a cross-check)."),
 ]
 
-# The tracker's options (spec section 1.11), shared by replay and sniff.
+# The tracker's options (the configuration of docs/tracking.md), shared by replay and sniff.
 
 AllowServers = Annotated[list[str] | None, typer.Option(
     "--allow-server", metavar="IP", help="A DHCP server whose replies are trusted "

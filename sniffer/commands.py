@@ -27,7 +27,7 @@ class RevokeReason(StrEnum):
 
 
 class RejectReason(StrEnum):
-    """Why a reply was refused; each is also the name of its counter (spec section 1.12)."""
+    """Why a reply was refused; each is also the name of its counter (docs/tracking.md)."""
 
     ROGUE_REPLY = "rogue_reply"  # from a server that is not allowed (R-SV-1)
     ROGUE_NAK = "rogue_nak"
@@ -45,8 +45,8 @@ ROGUE_REASONS = frozenset({RejectReason.ROGUE_REPLY, RejectReason.ROGUE_NAK})
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """Write `lease` at lease.ip, replacing whatever is there (R-RD-2). `previous` is the record
-    replaced (renewed, reassigned), None for granted."""
+    """Write `lease` at lease.ip, replacing whatever is there (R-RD-2, whole and atomically).
+    `previous` is the record replaced (renewed, reassigned), None for granted."""
 
     lease: Lease
     event: GrantEvent

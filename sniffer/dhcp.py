@@ -1,14 +1,17 @@
-"""Pure DHCPv4/BOOTP decoding (spec R-IN, R-CL, R-ID, R-HN): payload bytes -> DhcpMessage.
+"""Pure DHCPv4/BOOTP decoding: payload bytes -> DhcpMessage.
+
+It follows the capture and decoding rules (R-IN), classification (R-CL), client identity (R-ID)
+and hostname sanitising (R-HN) of docs/tracking.md.
 
 No I/O here. `decode()` either returns a frozen DhcpMessage or raises Dropped naming the counter
-that the drop increments (spec section 1.12).
+that the drop increments (the counters of docs/tracking.md).
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from socket import inet_ntoa
+from socket import AF_INET, inet_ntoa, inet_pton
 from typing import TYPE_CHECKING
 
 # Message types (option 53), RFC 2132 section 9.6.
@@ -36,8 +39,11 @@ _HEADER = struct.Struct("!BBBBIHH4s4s4s4s")
 _CHADDR, _SNAME, _FILE, _COOKIE_AT, _OPTIONS = 28, 44, 108, 236, 240
 _COOKIE = b"\x63\x82\x53\x63"
 
+# An address field left unset (ciaddr, yiaddr, giaddr of most messages): "no address".
+ZERO = "0.0.0.0"
+
 _PAD, _END, _OVERLOAD = 0, 255, 52
-_ZERO, _ZERO_ADDRESS = "0.0.0.0", bytes(4)
+_ZERO_ADDRESS = bytes(4)
 
 # bytes.translate deletion tables, built once.
 _HOSTNAME_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
@@ -52,7 +58,7 @@ _NETMASKS = {
     for mask in ((0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF for prefix in range(33))
 }
 
-_MAX_HOSTNAME = 253  # R-HN-2 S5
+_MAX_HOSTNAME = 253  # R-HN-2 S5: a name is cut to 253 octets
 _FQDN_E_BIT = 0x04  # RFC 4702 section 2.1: the name is in DNS wire format
 
 
@@ -81,7 +87,8 @@ class Datagram:
 
 @dataclass(frozen=True)  # no slots: decode() builds it from a dict of its fields (_message)
 class DhcpMessage:
-    """A decoded DHCP or BOOTP message. Every option field holds only a value passing R-IN-10."""
+    """A decoded DHCP or BOOTP message. Every option field holds only a value passing its check
+    (R-IN-10: length and form); an option failing it reads as absent."""
 
     ts: float
     src: str
@@ -107,8 +114,8 @@ class DhcpMessage:
     lease_time: int | None  # option 51, unsigned; 0xffffffff kept as is
     subnet_mask: str | None  # option 1, contiguous only
     routers: tuple[str, ...]  # option 3
-    hostname: str | None  # option 12 after R-HN-2; None when empty or absent
-    fqdn: str | None  # option 81 after R-HN-2/R-HN-3; None when unusable or empty
+    hostname: str | None  # option 12 sanitised (R-HN-2); None when empty or absent
+    fqdn: str | None  # option 81 sanitised (R-HN-2; wire format R-HN-3); None when unusable
     client_id: str | None  # option 61 as lowercase hex, type octet included
     rapid_commit: bool  # option 80 present with length 0
     relay_info: bool  # a valid option 82 was present
@@ -117,8 +124,8 @@ class DhcpMessage:
     vendor_class: str | None  # option 60, printable ASCII only
     param_request_list: tuple[int, ...]  # option 55
     option_codes: tuple[int, ...]  # every option code seen, in order of first appearance
-    framing_error: bool  # R-IN-6
-    capture_truncated: bool  # R-IN-2
+    framing_error: bool  # R-IN-6: an option ran past its field; decoding stopped there
+    capture_truncated: bool  # R-IN-2: the IP or UDP length says more than was captured
 
     @property
     def mac(self) -> str | None:
@@ -129,6 +136,11 @@ class DhcpMessage:
     def hw(self) -> tuple[int, bytes]:
         """The typed hardware address (R-ID-1): the same octets with another htype differ."""
         return (self.htype, self.chaddr)
+
+    @property
+    def server(self) -> str:
+        """server(P), the server a reply speaks for (R-SV-1): option 54, else the IP source."""
+        return self.server_id or self.src
 
     @property
     def type_name(self) -> str:
@@ -179,22 +191,25 @@ class DhcpMessage:
 
 
 def valid_lease_address(ip: str) -> bool:
-    """R-IN-15: False in 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4, 240.0.0.0/4, or if not an address."""
-    parts = ip.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) <= 255 for p in parts):
+    """R-IN-15 (an address a lease can be for): False in 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4,
+    240.0.0.0/4 (255.255.255.255 included), or if not a dotted-quad address at all."""
+    try:
+        first = inet_pton(AF_INET, ip)[0]
+    except (OSError, ValueError):  # not four decimal octets; a NUL or non-ASCII character
         return False
-    first = int(parts[0])
     return first != 0 and first != 127 and first < 224
 
 
 def _finish_name(name: bytes) -> str | None:
-    """R-HN-2 S5 and S6 on a name that already has no empty labels."""
+    """R-HN-2 S5 and S6 (cut to 253 octets, strip a trailing dot; nothing left: None) on a name
+    that already has no empty labels."""
     name = name[:_MAX_HOSTNAME].rstrip(b".")
     return name.decode("ascii") if name else None
 
 
 def sanitize_hostname(raw: bytes) -> str | None:
-    """R-HN-2 steps S1-S6; None when nothing is left."""
+    """R-HN-2 steps S1-S6: cut at the first NUL, keep only [A-Za-z0-9._-], collapse and strip
+    dots, cut to 253 octets; None when nothing is left."""
     name = raw.split(b"\0", 1)[0].translate(None, _NOT_HOSTNAME)  # S1, S2
     if b".." in name or name[:1] == b"." or name[-1:] == b".":
         name = b".".join(label for label in name.split(b".") if label)  # S3, S4
@@ -259,7 +274,7 @@ def _address(value: bytes) -> str | None:
 
 def _dotted(address: bytes) -> str:
     """A header address; 0.0.0.0, the most common, without a call to inet_ntoa."""
-    return _ZERO if address == _ZERO_ADDRESS else inet_ntoa(address)
+    return ZERO if address == _ZERO_ADDRESS else inet_ntoa(address)
 
 
 def _addresses(value: bytes) -> tuple[str, ...]:
@@ -274,7 +289,7 @@ def _addresses(value: bytes) -> tuple[str, ...]:
 def _walk(
     buf: bytes, pos: int, end: int, found: dict[int, bytes], repeats: dict[int, list[bytes]]
 ) -> bool:
-    """Walk one field (R-IN-6, R-IN-7); False on a framing error.
+    """Walk one field (R-IN-6 option framing, R-IN-7 END); False on a framing error.
 
     `found` gets each code's first value in order of appearance, `repeats` every value of a code
     seen more than once.

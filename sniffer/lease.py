@@ -1,8 +1,11 @@
-"""The lease record (spec R-RD-1): one value type shared by the tracker and the store."""
+"""The lease record (R-RD-1: the seed hash and the detail hash in Redis): one value type shared
+by the tracker and the store."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from sniffer.dhcp import ZERO
 
 INFINITE = 0xFFFFFFFF
 
@@ -74,7 +77,7 @@ class Lease:
             expires=None if expires_text == "infinite" else int(expires_text),
             lease_time=int(fields["lease_time"]),
             server=fields["server"],
-            giaddr=fields.get("giaddr", "0.0.0.0"),
+            giaddr=fields.get("giaddr", ZERO),
             circuit_id=fields.get("circuit_id"),
             remote_id=fields.get("remote_id"),
             xid=int(fields["xid"], 16),

@@ -1,6 +1,7 @@
 """The replay and sniff loop: datagrams -> decode -> track -> batched store writes.
 
-The only place that reads the wall clock for the tracker (G9) and decides when a batch is flushed.
+The only place that reads the wall clock for the tracker (G9, already expired) and decides when a
+batch is flushed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROGUE_SERVERS_MAX = 1000
 
 def count_rogue(counter: Counter[str], rejected: Rejected) -> str:
     """Count a rejected rogue reply under its server (R-SV-1), or "others"; that name."""
-    server = rejected.msg.server_id or rejected.msg.src
+    server = rejected.msg.server
     if server not in counter and len(counter) >= ROGUE_SERVERS_MAX:
         server = "others"
     counter[server] += 1

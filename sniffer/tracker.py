@@ -1,4 +1,6 @@
-"""Sans-IO transaction tracker (spec R-TX, R-GR, R-NK, R-DC, R-RL, R-SV, R-ID-3/4, R-HN-1).
+"""Sans-IO transaction tracker: transactions (R-TX), grants (R-GR), NAK, DECLINE and RELEASE
+(R-NK, R-DC, R-RL), the server allow-list (R-SV), client identity (R-ID-3/4) and hostname
+precedence (R-HN-1). The rule tags are those of docs/tracking.md.
 
 `Tracker.handle(msg, now)` takes one decoded message and returns the store commands it causes.
 It never touches Redis, tshark or a clock: `msg.ts` is the capture time that every protocol rule
@@ -30,10 +32,21 @@ from sniffer.commands import (
     Revoke,
     RevokeReason,
 )
-from sniffer.dhcp import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, DhcpMessage
+from sniffer.dhcp import (
+    ACK,
+    DECLINE,
+    DISCOVER,
+    INFORM,
+    NAK,
+    OFFER,
+    RELEASE,
+    REQUEST,
+    ZERO,
+    DhcpMessage,
+    valid_lease_address,
+)
 from sniffer.lease import INFINITE, Lease
 
-ZERO = "0.0.0.0"
 BOOTREQUEST = 0  # the kind of a client message without option 53, beside the DHCP types 1-8
 SWEEP_EVERY = 1.0  # seconds of capture time between sweeps of expired transactions
 # Where a transaction keeps the newest capture time of each kind of client message it merged
@@ -50,7 +63,8 @@ K = TypeVar("K")
 
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
-    """Spec section 1.11, plus the clock mode of R-T-3."""
+    """The tracker's options (spec section 1.11, defaults as there), plus the clock mode of
+    R-T-3 (capture clock or replay clock)."""
 
     allowed_servers: frozenset[str] = frozenset()
     strict_source: bool = False
@@ -123,12 +137,6 @@ class _Txn:
 def _eviction_choice(txns: Iterable[_Txn]) -> _Txn:
     """R-TX-6 order within a small set: the oldest fresh entry, else the oldest entry."""
     return min(txns, key=lambda txn: (not txn.fresh, txn.last))
-
-
-def _valid_lease_address(ip: str) -> bool:
-    """R-IN-15: not in 0/8, 127/8, 224/4 or 240/4 (which includes 255.255.255.255)."""
-    first = int(ip.split(".", 1)[0])
-    return first not in (0, 127) and first < 224
 
 
 def _ip_int(ip: str) -> int:
@@ -207,7 +215,7 @@ class Tracker:
             self.counters["ignored_bootp"] += 1
         elif kind == NAK:
             return self._nak(msg)
-        elif kind == OFFER and not self._allowed(msg, msg.server_id or msg.src):
+        elif kind == OFFER and not self._allowed(msg, msg.server):
             return self._reject(RejectReason.ROGUE_REPLY, msg)
         return []
 
@@ -268,37 +276,38 @@ class Tracker:
 
     def _grant(self, msg: DhcpMessage, now: float) -> list[Command]:
         """R-GR: an ACK or a BOOTREPLY, steps G1-G15 in order."""
-        server = msg.server_id or msg.src
-        if not self._allowed(msg, server):  # G1
+        server = msg.server
+        if not self._allowed(msg, server):  # G1 allow-list
             return self._reject(RejectReason.ROGUE_REPLY, msg)
-        if self._duplicate(msg):  # G2
+        if self._duplicate(msg):  # G2 a copy of a reply already handled
             return []
-        txn = self._correlate(msg)  # G3
-        if txn is not None and txn.latest_kind == INFORM:  # G4
+        txn = self._correlate(msg)  # G3 the transaction it answers, if any
+        if txn is not None and txn.latest_kind == INFORM:  # G4 an ACK to INFORM grants nothing
             return self._reject(RejectReason.ACK_TO_INFORM, msg)
-        if not _valid_lease_address(msg.yiaddr):  # G5
+        if not valid_lease_address(msg.yiaddr):  # G5 an address a lease can be for
             return self._reject(RejectReason.BAD_YIADDR, msg)
-        lease_time = msg.lease_time  # G6
+        lease_time = msg.lease_time  # G6 a usable lease time
         if lease_time is None:
             if msg.msg_type == ACK:
                 return self._reject(RejectReason.NO_LEASE_TIME, msg)
             lease_time = INFINITE
         elif lease_time == 0:
             return self._reject(RejectReason.ZERO_LEASE, msg)
-        if txn is not None and txn.decided is not None and txn.decided != server:  # G7
+        if txn is not None and txn.decided is not None and txn.decided != server:  # G7 decided
             return self._reject(RejectReason.LATE_OTHER_SERVER, msg)
         second = math.floor(msg.ts)
         record = self._current(msg.yiaddr, second)
-        if record is not None and record.updated > second:  # G8
+        if record is not None and record.updated > second:  # G8 older than the record
             return self._reject(RejectReason.STALE, msg)
         if (self.config.capture_clock and lease_time != INFINITE
-                and second + lease_time <= now):  # G9
+                and second + lease_time <= now):  # G9 already over
             return self._reject(RejectReason.ALREADY_EXPIRED, msg)
-        lease = self._new_lease(msg, txn, record, server, lease_time, second)  # G10-G12
-        commands: list[Command] = [self._write(lease, record)]  # G13
-        if self.config.supersede_same_subnet:  # G14
+        # G10-G12: the record's identity, hostname and relay fields
+        lease = self._new_lease(msg, txn, record, server, lease_time, second)
+        commands: list[Command] = [self._write(lease, record)]  # G13 write, replacing
+        if self.config.supersede_same_subnet:  # G14 supersede on the same subnet
             commands.extend(self._supersede(lease, msg))
-        self._decide(txn, msg, server)  # G15
+        self._decide(txn, msg, server)  # G15 the transaction is decided by this server
         if txn is not None and txn.selected is not None and txn.selected != server:
             self.counters["ack_not_selected"] += 1
         return commands
@@ -306,7 +315,7 @@ class Tracker:
     def _new_lease(self, msg: DhcpMessage, txn: _Txn | None, record: Lease | None, server: str,
                    lease_time: int, second: int) -> Lease:
         mac = msg.mac
-        client_id = msg.client_id  # G10, R-ID-4
+        client_id = msg.client_id  # G10, R-ID-4: the reply's 61, else the transaction's, ...
         if client_id is None and txn is not None:
             client_id = txn.client_id
         if (client_id is None and record is not None and mac is not None
@@ -315,8 +324,8 @@ class Tracker:
         same = record is not None and _same_client(_lease_identity(record),
                                                    _msg_identity(msg, client_id))
         prev = record if same else None
-        hostname, source = self._hostname(msg, txn, prev)  # G11
-        relayed = msg.giaddr != ZERO  # G12
+        hostname, source = self._hostname(msg, txn, prev)  # G11 hostname
+        relayed = msg.giaddr != ZERO  # G12 giaddr and option 82, from the reply or carried over
         if relayed:
             giaddr = msg.giaddr
         elif txn is not None and txn.giaddr is not None:
@@ -395,8 +404,10 @@ class Tracker:
         return commands
 
     def _nak(self, msg: DhcpMessage) -> list[Command]:
-        """R-NK steps 1-7."""
-        server = msg.server_id or msg.src
+        """R-NK steps 1-7: allow-list, duplicate, correlate (no match: decide, delete nothing),
+        already decided, not answering a REQUEST, delete the requested address's record if it is
+        the client's, decide."""
+        server = msg.server
         if not self._allowed(msg, server):
             return self._reject(RejectReason.ROGUE_NAK, msg)
         if self._duplicate(msg):
