@@ -21,8 +21,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.text import Text
 
 from sniffer import __version__
-from sniffer.capture import DEFAULT_PORTS, DUMPCAP_BUFFER_MIB, FileCapture
+from sniffer.capture_file import FileCapture
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
+from sniffer.dumpcap import DUMPCAP_BUFFER_MIB
 from sniffer.errors import HiveError
 from sniffer.lease import Lease
 from sniffer.live import (
@@ -44,6 +45,7 @@ from sniffer.store import (
     redact,
 )
 from sniffer.tracker import Tracker, TrackerConfig
+from sniffer.tshark import DEFAULT_PORTS
 from sniffer.view import duration, history_table, lease_table, run_view, safe
 
 app = typer.Typer(

@@ -36,26 +36,25 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from sniffer.capture import (
-    DEFAULT_PORTS,
+from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
+from sniffer.dhcp import Datagram
+from sniffer.dumpcap import (
     DUMPCAP_BUFFER_MIB,
     IDB,
     PACKET_BLOCKS,
     SHB,
     Block,
-    CaptureError,
     DumpcapEnd,
     DumpcapRun,
     TsharkLeg,
     permission_message,
 )
-from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
-from sniffer.dhcp import Datagram
 from sniffer.errors import HiveError
 from sniffer.escape import printable
 from sniffer.pipeline import Pipeline, count_rogue
 from sniffer.store import SOCKET_TIMEOUT, LeaseStore, StoreError, redact
 from sniffer.tracker import Tracker
+from sniffer.tshark import DEFAULT_PORTS, CaptureError
 
 log = logging.getLogger("dhcp_hive_mind")
 

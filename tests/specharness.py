@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from sniffer.capture import read_file
+from sniffer.capture_file import read_file
 from sniffer.pipeline import Pipeline
 from sniffer.store import Keys, LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig

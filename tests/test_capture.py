@@ -1,4 +1,5 @@
-"""sniffer.capture against real tshark: link types, bounds, fragments, ports, errors, cleanup.
+"""File capture (sniffer.capture_file, sniffer.tshark) against real tshark: link types, bounds,
+fragments, ports, errors, cleanup.
 
 Captures are built with scapy in tmp_path; the shared public captures are read in place.
 """
@@ -22,16 +23,15 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap, wrpcapng
 
-from sniffer import capture
-from sniffer.capture import (
+from sniffer.capture_file import FileCapture, read_file
+from sniffer.dhcp import Datagram
+from sniffer.tshark import (
     MIN_TSHARK_VERSION,
     CaptureError,
-    FileCapture,
+    display_filter,
     find_tshark,
-    read_file,
     tshark_version,
 )
-from sniffer.dhcp import Datagram
 
 TS = 1700000000.123456
 SERVER, CLIENT = "192.0.2.1", "192.0.2.100"
@@ -443,4 +443,4 @@ def test_bad_arguments(tmp_path: Path, options: dict[str, Any], message: str) ->
 
 
 def test_display_filter_covers_each_port_once() -> None:
-    assert capture.display_filter([68, 67, 68]) == "udp.port == 67 || udp.port == 68"
+    assert display_filter([68, 67, 68]) == "udp.port == 67 || udp.port == 68"

@@ -10,7 +10,7 @@ import redis
 from conftest import SHARED_PCAPS, require_tool, shared_pcaps
 from specharness import Session, lease_ips, record
 
-from sniffer.capture import read_file
+from sniffer.capture_file import read_file
 
 # file -> {ip: (mac, hostname, hostname_src, lease_time, server, giaddr)}; every other file
 # must leave no lease at all. Each row was checked against the capture's .fields.txt.

@@ -1,6 +1,7 @@
 """`dhcp-hive-mind sniff` live, on a veth pair in a network namespace: DHCP frames built here go
 out of one end, the sniffer (a real process, with real dumpcap and tshark) captures the other.
-Supervision, clean stops, drops, metrics and unprivileged capture; the live part of capture.py.
+Supervision, clean stops, drops, metrics and unprivileged capture; the live part of the capture
+(sniffer.dumpcap).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from specharness import ACK, REQUEST, S1, client_msg, o_host, o_lease, o_req, o_server, server_msg
 
-from sniffer.capture import SHB, BlockSplitter, CaptureError, _dumpcap_end
+from sniffer.dumpcap import SHB, BlockSplitter, _dumpcap_end
+from sniffer.tshark import CaptureError
 
 METRICS_PORT = 9731
 SETCAP = "cap_net_raw,cap_net_admin+eip"

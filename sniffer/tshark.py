@@ -1,0 +1,283 @@
+"""tshark: finding it, its version, the command line and fields we ask of it, one tshark process,
+and the Datagram made of one row of its output. File capture (capture_file.py) and live capture
+(dumpcap.py) both decode through tshark, started only here.
+
+tshark reassembles IP fragments (R-IN-4: fragments are never decoded alone) and we turn its DHCP
+dissector off: sniffer.dhcp decodes the raw UDP payload itself, and tshark runs faster without it
+(and with the DHCP ports decoded as plain data, see decode_as).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import IO
+
+from pyshark.tshark.tshark import (
+    TSharkNotFoundException,
+    TSharkVersionException,
+    get_process_path,
+    get_tshark_version,
+)
+
+from sniffer.dhcp import Datagram, new_datagram
+from sniffer.errors import HiveError
+
+DEFAULT_PORTS = (67, 68)
+# udp.payload, which both engines read, first appeared in Wireshark 3.4.0.
+MIN_TSHARK_VERSION = (3, 4, 0)
+
+# The order of the values the tshark engine prints and the pyshark engine collects.
+FIELDS = (
+    "frame.number",
+    "frame.time_epoch",
+    "frame.protocols",
+    "ip.src",
+    "ip.dst",
+    "ip.len",
+    "ip.hdr_len",
+    "udp.srcport",
+    "udp.dstport",
+    "udp.length",
+    "udp.payload",
+)
+# Fixed preferences: fragments are reassembled, and a port's dissector (see decode_as) comes
+# before UDP's heuristic ones, whatever the user's Wireshark profile says.
+PREFERENCES = {"ip.defragment": "TRUE", "udp.try_heuristic_first": "FALSE"}
+DISABLED_PROTOCOL = "dhcp"
+UDP_HEADER = 8
+STOP_TIMEOUT = 5.0  # seconds tshark gets to exit after SIGTERM before it is killed
+STDOUT_BUFFER = 1 << 20
+# tshark's stdout pipe: 1 MiB (Linux's limit for unprivileged users) instead of 64 KiB, so that
+# tshark keeps decoding while we wait for Redis, rather than blocking after 100 lines.
+PIPE_SIZE = 1 << 20
+
+
+class CaptureError(HiveError):
+    """tshark is missing, too old, or failed on a file, or the capture was asked for something
+    impossible: a local problem, reported in one line."""
+
+
+class _TooOld(CaptureError):
+    """tshark is older than MIN_TSHARK_VERSION."""
+
+
+@functools.cache
+def find_tshark() -> str:
+    """Path of the tshark executable."""
+    try:
+        return str(get_process_path())
+    except TSharkNotFoundException:
+        raise CaptureError("tshark not found: install it with apt-get install tshark") from None
+
+
+@functools.cache
+def tshark_version() -> str:
+    """tshark's version, such as "4.0.17"; CaptureError if it is older than MIN_TSHARK_VERSION."""
+    path = find_tshark()
+    try:
+        version = get_tshark_version(path)
+    except (OSError, subprocess.CalledProcessError, TSharkVersionException) as error:
+        raise CaptureError(f"{path}: cannot read the tshark version: {error}") from None
+    if version.release < MIN_TSHARK_VERSION:
+        minimum = ".".join(map(str, MIN_TSHARK_VERSION))
+        raise _TooOld(f"tshark {version} is too old: {minimum} or newer is needed")
+    return str(version)
+
+
+def _explain(failure: str) -> str:
+    """Why tshark exited with an error: that it is too old, if it is, else what it said.
+
+    The version is only asked now, after a failure (a tshark too old for our fields refuses to
+    start): `tshark -v` before every run took 0.2 s, a tenth of a 100,000-packet replay."""
+    try:
+        tshark_version()
+    except _TooOld as error:
+        return str(error)
+    except CaptureError:
+        pass  # the version cannot be read either: tshark's own complaint says more
+    return failure
+
+
+def decode_as(ports: Iterable[int]) -> dict[str, str]:
+    """tshark's Decode As rules (-d) that give the DHCP ports the `data` dissector, so that UDP
+    does not try its heuristic dissectors on each payload first (a quarter of tshark's CPU)."""
+    return {f"udp.port=={port}": "data" for port in sorted(set(ports))}
+
+
+def display_filter(ports: Iterable[int]) -> str:
+    """The tshark display filter that keeps UDP datagrams on the given ports, at any layer."""
+    return " || ".join(f"udp.port == {port}" for port in sorted(set(ports)))
+
+
+def to_datagram(values: Sequence[str], ports: frozenset[int]) -> Datagram | None:
+    """A Datagram from the FIELDS values of the innermost layers; None if it is not one of ours.
+
+    The innermost UDP layer must sit directly on IPv4 (R-IN-1: IPv4 UDP datagrams on a DHCP port),
+    must not be the copy an ICMP error quotes, and must use one of the ports: the display filter
+    matches a port at any layer.
+    """
+    if len(values) != len(FIELDS):
+        return None
+    frame, ts, protocols, src, dst, ip_len, ip_hdr_len, sport, dport, udp_len, payload = values
+    try:
+        if not _innermost_udp_over_ipv4(protocols):
+            return None
+        source_port, destination_port = int(sport), int(dport)
+        if source_port not in ports and destination_port not in ports:
+            return None
+        ip_room = int(ip_len) - int(ip_hdr_len) - UDP_HEADER if ip_len and ip_hdr_len else 0
+        data, truncated = _bounded(
+            bytes.fromhex(payload), int(udp_len) if udp_len else None, ip_room
+        )
+        return new_datagram(  # Datagram(...) costs twice as much
+            ts=float(ts),
+            src=src,
+            dst=dst,
+            sport=source_port,
+            dport=destination_port,
+            payload=data,
+            truncated=truncated,
+            frame=int(frame),
+        )
+    except ValueError:
+        return None
+
+
+# A capture holds a handful of distinct protocol stacks: remembering the answer saves 0.5 us of
+# every datagram's 3.7 here. Bounded, as live traffic chooses the strings.
+@functools.lru_cache(maxsize=1024)
+def _innermost_udp_over_ipv4(protocols: str) -> bool:
+    layers = protocols.split(":")
+    if "udp" not in layers:
+        return False
+    udp = len(layers) - 1 - layers[::-1].index("udp")
+    return udp > 0 and layers[udp - 1] == "ip" and "icmp" not in layers[:udp]
+
+
+def _bounded(raw: bytes, udp_len: int | None, ip_room: int) -> tuple[bytes, bool]:
+    """The payload cut to the UDP length (R-IN-2: bounded by the UDP length and what was
+    captured), and whether a header claims more than we have.
+
+    tshark's udp.payload already stops at the IP total length (so a link-layer trailer is gone)
+    and at the captured length; ip_room is what the IP total length leaves for the payload.
+    """
+    if udp_len is None:  # the capture ends inside the UDP header
+        return b"", True
+    room = udp_len - UDP_HEADER
+    if room < 0:  # an impossible UDP length: there is no payload to speak of
+        return b"", False
+    return raw[:room], len(raw) < max(room, ip_room)
+
+
+def check_ports(ports: Sequence[int]) -> frozenset[int]:
+    """The DHCP ports as a set; CaptureError unless there are some, each 1-65535."""
+    if not ports or any(not 0 < port < 65536 for port in ports):
+        raise CaptureError(f"DHCP ports must be 1-65535, got {list(ports)}")
+    return frozenset(ports)
+
+
+def tshark_argv(source: Sequence[str], ports: Iterable[int]) -> list[str]:
+    """The tshark command line that prints FIELDS for each matching frame of `source`
+    (such as ["-r", path])."""
+    argv = [find_tshark(), *source, "-n", "--disable-protocol", DISABLED_PROTOCOL]
+    for name, value in PREFERENCES.items():
+        argv += ["-o", f"{name}:{value}"]
+    for criterion, protocol in decode_as(ports).items():
+        argv += ["-d", f"{criterion},{protocol}"]
+    argv += ["-Y", display_filter(ports), "-T", "fields", "-E", "occurrence=l"]
+    for field in FIELDS:
+        argv += ["-e", field]
+    return argv
+
+
+class TsharkProcess:
+    """One tshark run: stdout read as text lines, stderr kept in an unnamed temporary file
+    (nothing to clean up, and no pipe that could fill up and block tshark)."""
+
+    def __init__(self, argv: list[str], label: str, *, stdin: int = subprocess.DEVNULL,
+                 own_group: bool = False) -> None:
+        """`own_group`: in a process group of its own, so that a Ctrl-C at the terminal reaches
+        only the sniffer, which then stops its children in order."""
+        self._label = label
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        try:
+            self._popen: subprocess.Popen[str] = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                bufsize=STDOUT_BUFFER,
+                encoding="ascii",
+                errors="replace",
+                process_group=0 if own_group else None,
+            )
+        except OSError as error:
+            self._stderr.close()
+            raise CaptureError(f"{label}: cannot start tshark: {error.strerror}") from None
+        self.pid = self._popen.pid
+        assert self._popen.stdout is not None
+        with contextlib.suppress(OSError):  # a lower limit (pipe-max-size) keeps the default
+            fcntl.fcntl(self._popen.stdout, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+    def lines(self) -> IO[str]:
+        assert self._popen.stdout is not None
+        return self._popen.stdout
+
+    def finish(self) -> None:
+        """Wait for the exit after end of output; CaptureError if tshark failed."""
+        failure = self.failure()
+        if failure is not None:
+            raise CaptureError(f"{self._label}: {failure}")
+
+    def failure(self) -> str | None:
+        """Wait for the exit; None if tshark succeeded, else why it failed, in one line."""
+        status = self._popen.wait()
+        if status == 0:
+            return None
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").splitlines()
+        message = failure_message(lines, status)
+        return _explain(message) if status > 0 else message  # < 0: we or someone killed it
+
+    def kill(self) -> None:
+        if self.running():
+            self._popen.kill()
+
+    def running(self) -> bool:
+        return self._popen.poll() is None
+
+    def stop(self) -> None:
+        """Stop tshark if it still runs, reap it and release the pipes.
+
+        Closing stdout first makes a tshark blocked on a full pipe fail its write and exit,
+        instead of waiting there for the SIGTERM it cannot act on."""
+        if self._popen.stdout is not None:
+            self._popen.stdout.close()
+        if self.running():
+            self._popen.terminate()
+            try:
+                self._popen.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait()
+        self._stderr.close()
+
+
+def failure_message(stderr_lines: Iterable[str], status: int) -> str:
+    """One line from tshark's stderr, without blank lines and the warning it prints as root."""
+    message = " ".join(
+        line.strip()
+        for line in stderr_lines
+        if line.strip() and not line.startswith("Running as user")
+    )
+    if message:
+        return message
+    if status < 0:
+        return f"tshark was killed by signal {-status}"
+    return f"tshark exited with status {status}"
+
