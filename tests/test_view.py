@@ -29,21 +29,11 @@ from rich.console import Console, RenderableType
 from sniffer.commands import Grant, Revoke
 from sniffer.lease import INFINITE, Lease
 from sniffer.store import Keys, LeaseStore
-from sniffer.view import (
-    Change,
-    Feed,
-    Sort,
-    SortedIndex,
-    ViewModel,
-    ViewState,
-    circuit_text,
-    handle_key,
-    history_table,
-    page_size,
-    parse_keys,
-    render,
-    safe,
-)
+from sniffer.view.feed import Feed
+from sniffer.view.model import Change, Sort, SortedIndex, ViewModel
+from sniffer.view.render import history_table, safe
+from sniffer.view.screen import ViewState, circuit_text, page_size, render
+from sniffer.view.terminal import handle_key, parse_keys
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "dhcp-hive-mind"

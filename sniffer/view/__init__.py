@@ -1,0 +1,13 @@
+"""The live view of current leases, and the tables the other commands print.
+
+Layers, each in its module: `render` (untrusted strings made safe, durations, the `leases` and
+`history` tables), `model` (`ViewModel`: the leases in memory, kept in display order, with
+recent changes and counters), `feed` (`Feed`: keeps the model current from the store, a bounded
+amount of work per call), `screen` (`render`: a pure function of the model, the UI state and
+the time) and `terminal` (`run_view`: the terminal, keys and the refresh loop).
+"""
+
+from sniffer.view.render import duration, history_table, lease_table, safe
+from sniffer.view.terminal import run_view
+
+__all__ = ["duration", "history_table", "lease_table", "run_view", "safe"]

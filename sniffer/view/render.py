@@ -1,0 +1,90 @@
+"""Rendering helpers for terminals: everything shown came from the wire or from Redis, so it is
+untrusted; strings become rich Text (never markup) with control characters shown escaped."""
+
+from __future__ import annotations
+
+import time
+
+from rich.table import Table
+from rich.text import Text
+
+from sniffer.escape import printable
+from sniffer.lease import Lease
+
+
+def safe(value: object, style: str = "") -> Text:
+    """A Text that prints `value` literally: no markup, no escape sequences."""
+    return Text(printable(value), style=style)
+
+
+def duration(seconds: int | None) -> str:
+    """Compact time left: 59s, 12m05s, 3h07m, 2d04h; 'infinite' for None or negative TTL."""
+    if seconds is None or seconds < 0:
+        return "infinite"
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def lease_table(rows: list[tuple[Lease, int]], title: str | None = None) -> Table:
+    """The `leases` table: one row per (lease, TTL in seconds, -1 for infinite)."""
+    table = Table(title=title, header_style="bold", expand=False)
+    for column, justify in (("IP", "left"), ("MAC", "left"), ("Hostname", "left"),
+                            ("Expires in", "right"), ("Server", "left"), ("Relay", "left"),
+                            ("Kind", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for lease, ttl in rows:
+        table.add_row(
+            safe(lease.ip),
+            safe(lease.mac),
+            safe(lease.hostname),
+            safe(duration(ttl if ttl >= 0 else None)),
+            safe(lease.server),
+            safe(relay(lease)),
+            safe(lease.kind),
+        )
+    return table
+
+
+def relay(lease: Lease) -> str:
+    return "" if lease.giaddr == "0.0.0.0" else lease.giaddr
+
+
+def event_label(fields: dict[str, str]) -> str:
+    """What an event did: granted, renewed, reassigned, or the reason of a deletion."""
+    event = fields.get("event", "")
+    return fields.get("reason", event) if event == "deleted" else event
+
+
+def stream_seconds(entry_id: str) -> float:
+    """A stream id's time: Redis milliseconds, then a sequence number."""
+    return int(entry_id.partition("-")[0]) / 1000
+
+
+def history_table(events: list[dict[str, str]]) -> Table:
+    """The `history` table, one row per event as `LeaseStore.history` returns them."""
+    table = Table(header_style="bold")
+    for column in ("Time", "Event", "IP", "MAC", "Hostname", "Server", "Relay", "Previous MAC"):
+        table.add_column(column, no_wrap=column in ("Time", "IP", "MAC"))
+    for event in events:
+        previous = event.get("previous_mac")
+        giaddr = event.get("giaddr", "0.0.0.0")
+        table.add_row(
+            safe(_event_time(event)), safe(event_label(event)), safe(event.get("ip")),
+            safe(event.get("mac")), safe(event.get("hostname")), safe(event.get("server")),
+            safe("" if giaddr == "0.0.0.0" else giaddr),
+            safe(previous if previous != event.get("mac") else None))
+    return table
+
+
+def _event_time(event: dict[str, str]) -> str:
+    """The capture time the event carries, else the time it was written."""
+    try:
+        seconds = float(event["ts"]) if "ts" in event else stream_seconds(event["id"])
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+    except (KeyError, ValueError, OverflowError, OSError):
+        return "?"
