@@ -13,7 +13,8 @@ SBIN_PATH := $(PATH):/usr/sbin:/sbin
 DEMO_NEEDS := tshark:tshark
 TEST_NEEDS := $(DEMO_NEEDS) redis-server:redis-server kea-dhcp4:kea-dhcp4-server \
 	perfdhcp:kea-admin dhcrelay:isc-dhcp-relay dhclient:isc-dhcp-client ip:iproute2 tmux:tmux \
-	setcap:libcap2-bin systemd-analyze:systemd
+	setcap:libcap2-bin systemd-analyze:systemd \
+	dhcpd:isc-dhcp-server dnsmasq:dnsmasq-base
 
 have = $(shell PATH="$(SBIN_PATH)" command -v $(1) 2>/dev/null)
 missing = $(strip $(foreach pair,$(1),$(if $(call have,$(firstword $(subst :, ,$(pair)))),,$(lastword $(subst :, ,$(pair))))) \
@@ -21,7 +22,8 @@ missing = $(strip $(foreach pair,$(1),$(if $(call have,$(firstword $(subst :, ,$
 
 # Installs its arguments non-interactively, without starting their services (policy-rc.d
 # answers "no" to invoke-rc.d and deb-systemd-invoke), then disables the services of the
-# packages installed here (systemd also stops its unit). Nothing is killed by name: that, like
+# packages installed here (systemd also stops its unit). dnsmasq-base is the bare binary, with
+# no service that would take ports 53 and 67 on the host. Nothing is killed by name: that, like
 # kea's init script "stop", would hit other kea-dhcp4 or redis-server processes on the machine.
 define APT_INSTALL
 export DEBIAN_FRONTEND=noninteractive
@@ -38,7 +40,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "$$@" </dev/null
 for pkg in "$$@"; do
   case "$$pkg" in
-    redis-server|kea-dhcp4-server|isc-dhcp-relay)
+    redis-server|kea-dhcp4-server|isc-dhcp-relay|isc-dhcp-server)
       if [ -d /run/systemd/system ]; then
         systemctl disable --now "$$pkg" || true
       elif [ -x "/etc/init.d/$$pkg" ]; then

@@ -1,9 +1,11 @@
-"""A DHCP lab in network namespaces: Kea, a relay, and dhclient clients, torn down on exit.
+"""A DHCP lab in network namespaces: a DHCP server (Kea, or ISC dhcpd or dnsmasq), a relay, and
+dhclient clients, torn down on exit.
 
 Topology (every name below is prefixed with a per-lab tag such as ``hive3f9a1c-``, so parallel
 labs never clash; nothing is created in the caller's own namespace):
 
-      local (dhclient)            srv (kea-dhcp4 192.0.2.1, control socket, lease_cmds)
+      local (dhclient)            srv (kea-dhcp4 192.0.2.1, control socket, lease_cmds;
+                                       or dhcpd, or dnsmasq: lab_servers.py)
       eth0 02:00:00:0s:00:0a      eth0 02:00:00:00:ff:01
            |                           |
     ===== br0 in namespace sw: server segment N0 192.0.2.0/24 (pool .1s0-.199) =====
@@ -26,6 +28,9 @@ The addresses are documentation ranges (RFC 5737); the traffic never leaves the 
     with Lab(relayed_clients=1) as lab:
         ip = lab.clients[0].obtain()
         leases = lab.leases()
+
+`Lab(server="dhcpd")` or `"dnsmasq"` serves with those instead; `active_leases()` reads any
+server's current leases (Kea's through lease_cmds, the others' from their lease files).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 
+from lab_servers import Lease, Timers, dhcpd_config, dhcpd_leases, dnsmasq_args, dnsmasq_leases
+
 SERVER_IP = "192.0.2.1"
 RELAY_UP_IP = "192.0.2.254"
 RELAY_DOWN_IP = "198.51.100.1"
@@ -65,6 +72,7 @@ def client_mac(scenario: int, group: int, n: int) -> str:
 PERF_MAC = client_mac(0, 2, 0)  # the first of perfdhcp's simulated clients in scenario 0
 DHCP_FILTER = "udp port 67 or udp port 68"
 SBIN = "/usr/sbin:/sbin:/usr/local/sbin"
+SERVERS = {"kea": "kea-dhcp4", "dhcpd": "dhcpd", "dnsmasq": "dnsmasq"}  # name: its command
 
 # Configures only what renewals need (address, default route). Debian's dhclient-script would
 # also rewrite /etc/resolv.conf, which a network namespace shares with the host.
@@ -137,6 +145,12 @@ def conf_string(value: str) -> str:
     """A dhclient.conf string literal for any UTF-8 text: octal escapes for all but plain ASCII."""
     plain = {*range(0x20, 0x7F)} - {ord('"'), ord("\\")}
     return '"' + "".join(chr(b) if b in plain else f"\\{b:03o}" for b in value.encode()) + '"'
+
+
+def kea_lease(lease: dict[str, object]) -> Lease:
+    """A lease of lease4-get-all; Kea's expiry is its cltt (last contact) plus the lifetime."""
+    return Lease(str(lease["ip-address"]), str(lease["hw-address"]), str(lease["hostname"]),
+                 int(str(lease["cltt"])) + int(str(lease["valid-lft"])))
 
 
 class Namespace:
@@ -274,20 +288,23 @@ class Lab:
 
     def __init__(self, relayed_clients: int = 1, *, valid_lifetime: int = 3600,
                  renew_timer: int | None = None, rebind_timer: int | None = None,
-                 scenario: int = 0) -> None:
+                 scenario: int = 0, server: str = "kea") -> None:
         if not 0 <= scenario <= 9:
             raise LabError(f"scenario {scenario}: 0 to 9 (each moves the pools by 10 addresses)")
+        if server not in SERVERS:
+            raise LabError(f"server {server!r}: one of {', '.join(SERVERS)}")
+        self.server = server
         self.tag = f"hive{secrets.token_hex(3)}"
         self.scenario = scenario
         self.relayed_clients = relayed_clients
-        self.timers = {"valid-lifetime": valid_lifetime, "renew-timer": renew_timer,
-                       "rebind-timer": rebind_timer}
+        self.timers = Timers(valid_lifetime, renew_timer, rebind_timer)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
         self.namespaces: dict[str, Namespace] = {}  # by role: "sw", "srv", "relay", "cli1"...
         self.daemons: list[Daemon] = []
         self.clients: list[Client] = []
         self.ports = 0
         self.control_socket = self.workdir / "kea.sock"
+        self.lease_file = self.workdir / f"{server}.leases"  # dhcpd's or dnsmasq's
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -368,11 +385,15 @@ class Lab:
             self._plug(ns, "eth0", "br1", mac)
             self.clients.append(Client(ns, self.workdir, mac, f"cli{n}"))
 
-        self._start_kea()
+        {"kea": self._start_kea, "dhcpd": self._start_dhcpd,
+         "dnsmasq": self._start_dnsmasq}[self.server]()
         self._start_relay()
 
     def _kea_config(self) -> dict[str, object]:
-        timers = {k: v for k, v in self.timers.items() if v is not None}
+        timers = {name: value for name, value in (("valid-lifetime", self.timers.valid),
+                                                  ("renew-timer", self.timers.renew),
+                                                  ("rebind-timer", self.timers.rebind))
+                  if value is not None}
         first = 100 + 10 * self.scenario
         return {"Dhcp4": {
             "interfaces-config": {"interfaces": ["eth0"]},
@@ -405,6 +426,35 @@ class Lab:
         self.daemons.append(kea)
         kea.wait_output(r"DHCP4_STARTED")
         self.kea_command("version-get")
+
+    def _server_args(self) -> tuple[str, str, str, int, Timers]:
+        """What dhcpd's and dnsmasq's configurations are made of: the same pools as Kea's."""
+        return SERVER_NET, CLIENT_NET, RELAY_DOWN_IP, 100 + 10 * self.scenario, self.timers
+
+    def _start_dhcpd(self) -> None:
+        config = self.workdir / "dhcpd.conf"
+        config.write_text(dhcpd_config(*self._server_args()))
+        self.lease_file.touch()  # dhcpd refuses to start without one
+        dhcpd = Daemon(self.srv, [tool("dhcpd"), "-4", "-f", "-d", "-cf", str(config),
+                                  "-lf", str(self.lease_file),
+                                  "-pf", str(self.workdir / "dhcpd.pid"), "eth0"],
+                       self.workdir / "dhcpd.log")
+        self.daemons.append(dhcpd)
+        dhcpd.wait_output(r"Server starting service")
+
+    def _start_dnsmasq(self) -> None:
+        try:
+            args = dnsmasq_args(*self._server_args())
+        except ValueError as exc:
+            raise LabError(str(exc)) from exc
+        # As root it would switch to the user "dnsmasq", who cannot write in the lab's directory.
+        dnsmasq = Daemon(self.srv, [tool("dnsmasq"), "--keep-in-foreground", "--user=root",
+                                    "--interface=eth0", "--bind-interfaces",
+                                    f"--pid-file={self.workdir / 'dnsmasq.pid'}",
+                                    f"--dhcp-leasefile={self.lease_file}", *args],
+                         self.workdir / "dnsmasq.log")
+        self.daemons.append(dnsmasq)
+        dnsmasq.wait_output(r"DHCP, IP range 198\.51\.100\.")
 
     def _start_relay(self) -> None:
         relay = Daemon(self.relay, [tool("dhcrelay"), "-d", "-4", "-pf",
@@ -440,6 +490,18 @@ class Lab:
         assert isinstance(arguments, dict)
         leases: list[dict[str, object]] = arguments.get("leases", [])
         return leases
+
+    def active_leases(self) -> dict[str, Lease]:
+        """The server's current leases by IP, whichever server it is: Kea's that are in the
+        default state and not over, dhcpd's and dnsmasq's from their lease files."""
+        now = time.time()
+        if self.server == "kea":
+            leases = {str(lease["ip-address"]): kea_lease(lease) for lease in self.leases()
+                      if lease["state"] == 0}
+        else:
+            read = dhcpd_leases if self.server == "dhcpd" else dnsmasq_leases
+            leases = read(self.lease_file)
+        return {ip: lease for ip, lease in leases.items() if lease.expires > now}
 
     def perfdhcp(self, clients: int, *, rate: int = 50, seed: int = 1) -> str:
         """DORAs of `clients` simulated clients (perfdhcp) through the relay host; its report.

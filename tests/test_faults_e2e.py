@@ -20,7 +20,7 @@ import pytest
 import redis
 from conftest import require_tool
 from lab import SERVER_IP, RedisServer, fetch, sniff_daemon
-from test_sniff_e2e import assert_mirrors, differences, kea_leases, redis_leases
+from test_sniff_e2e import assert_mirrors, differences, redis_leases
 
 from benchmarks.live import BenchLab
 
@@ -70,7 +70,7 @@ def test_no_lease_is_lost_through_a_redis_outage(
                 load.join()
                 sniffer.wait_output(r"INFO Redis writes resumed after \d+ s", timeout=60)
                 assert_mirrors(lab, client, timeout=30)
-                kea = kea_leases(lab, time.time())
+                kea = lab.active_leases()
                 problems = differences(lab, client)
                 print(f"\n{fault.__name__}: {len(kea)} leases in Kea, "
                       f"{len(redis_leases(client))} in Redis, {len(problems)} differences; "
