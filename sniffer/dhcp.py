@@ -152,16 +152,43 @@ class DhcpMessage:
     def is_reply(self) -> bool:
         return self.op == 2
 
+    @property
+    def client_ip(self) -> str | None:
+        """The address the message is about, as the seed's message format means `client_ip`.
+
+        The offered or acknowledged address (yiaddr) in OFFER and ACK; the requested one
+        (option 50) in REQUEST, or ciaddr when a renewing or rebinding client sends none, and in
+        DECLINE; the client's own (ciaddr) in RELEASE and INFORM; none in DISCOVER and NAK.
+        BOOTP alike: yiaddr in a BOOTREPLY, ciaddr in a BOOTREQUEST (0.0.0.0 unless the client
+        knows its address).
+        """
+        msg_type = self.msg_type
+        if msg_type is None:
+            return self.yiaddr if self.op == 2 else self.ciaddr
+        if msg_type in (OFFER, ACK):
+            return self.yiaddr
+        if msg_type == REQUEST and self.requested_ip is None:
+            return self.ciaddr
+        if msg_type in (REQUEST, DECLINE):
+            return self.requested_ip
+        if msg_type in (RELEASE, INFORM):
+            return self.ciaddr
+        return None  # DISCOVER, NAK
+
     def to_json(self) -> dict[str, object]:
-        """The seed's message format plus further keys (used by `decode --json`)."""
+        """The seed's message format plus further keys (used by `decode --json`).
+
+        `server_ip` falls back to siaddr as the header holds it, 0.0.0.0 included, as `relay_ip`
+        is giaddr as it is.
+        """
         return {
             "msg_type": self.type_name,
             "client_mac": self.mac,
             "hostname": self.fqdn if self.fqdn is not None else self.hostname,
             "relay_ip": self.giaddr,
-            "client_ip": self.ciaddr,
-            "your_ip": self.yiaddr,
-            "server_ip": self.server_id,
+            "client_ip": self.client_ip,
+            "your_ip": self.yiaddr,  # the same as yiaddr; documented before yiaddr was added
+            "server_ip": self.server_id if self.server_id is not None else self.siaddr,
             "lease_time": self.lease_time,
             "subnet_mask": self.subnet_mask,
             "router": self.routers[0] if self.routers else None,
@@ -175,6 +202,9 @@ class DhcpMessage:
             "htype": self.htype,
             "hops": self.hops,
             "flags": self.flags,
+            "ciaddr": self.ciaddr,
+            "yiaddr": self.yiaddr,
+            "siaddr": self.siaddr,
             "requested_ip": self.requested_ip,
             "client_id": self.client_id,
             "fqdn": self.fqdn,

@@ -229,7 +229,7 @@ def test_decode_json_has_the_seed_message_format(pcap: Path) -> None:
     assert {k: ack[k] for k in ("client_mac", "hostname", "relay_ip", "client_ip", "server_ip",
                                  "lease_time", "subnet_mask", "router", "xid")} == {
         "client_mac": "02:00:00:00:10:00", "hostname": None, "relay_ip": "0.0.0.0",
-        "client_ip": "0.0.0.0", "server_ip": S1, "lease_time": 3600,
+        "client_ip": "192.0.2.10", "server_ip": S1, "lease_time": 3600,
         "subnet_mask": "255.255.255.0", "router": None, "xid": "00007000"}
     assert messages[0]["hostname"] == "host-0"
     assert isinstance(ack["ts"], float)

@@ -145,10 +145,11 @@ def test_to_json_is_the_seed_format_plus_details() -> None:
     document = dec(data).to_json()
     assert document == {
         "msg_type": "DHCPACK", "client_mac": "02:00:00:00:00:0a", "hostname": "alpha.example.org",
-        "relay_ip": R1, "client_ip": ZERO, "your_ip": YI, "server_ip": S1,
+        "relay_ip": R1, "client_ip": YI, "your_ip": YI, "server_ip": S1,
         "lease_time": 4294967295, "subnet_mask": "255.255.255.0", "router": "192.0.2.254",
         "xid": "00001001", "ts": TS, "frame": 7, "src": S1, "dst": BCAST, "sport": 67,
-        "dport": 68, "htype": 1, "hops": 0, "flags": 0, "requested_ip": None,
+        "dport": 68, "htype": 1, "hops": 0, "flags": 0, "ciaddr": ZERO, "yiaddr": YI,
+        "siaddr": ZERO, "requested_ip": None,
         "client_id": "0102000000000a", "fqdn": "alpha.example.org", "hostname_opt12": "alpha",
         "rapid_commit": False, "circuit_id": None, "remote_id": None, "vendor_class": None,
         "param_request_list": [1, 3], "options": [53, 54, 1, 51, 3, 12, 81, 61, 55],
@@ -158,10 +159,11 @@ def test_to_json_is_the_seed_format_plus_details() -> None:
 
 
 def test_to_json_of_bootp_reply_without_options() -> None:
-    document = dec(payload(2, 7, A, yi="192.0.2.130", raw_options=b"")).to_json()
+    document = dec(payload(2, 7, A, yi="192.0.2.130", si=S1, raw_options=b"")).to_json()
     assert document["msg_type"] == "BOOTREPLY"
     assert document["hostname"] is None
-    assert document["server_ip"] is None
+    assert document["client_ip"] == "192.0.2.130"  # the address BOOTP assigns
+    assert document["server_ip"] == S1  # no option 54: siaddr
     assert document["router"] is None
     assert document["xid"] == "00000007"
     assert document["options"] == []
