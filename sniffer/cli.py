@@ -52,7 +52,7 @@ app = typer.Typer(
     name="dhcp-hive-mind",
     help="Passive DHCPv4 lease tracker: mirrors the leases DHCP servers grant into Redis.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -251,15 +251,21 @@ def _store(redis_url: str | None, key_prefix: str, namespace: str, capture_clock
         close_redis(client)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"dhcp-hive-mind {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    # Eager, with its own callback: the group's callback never runs without a command.
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True,
+        callback=_print_version)] = False,
 ) -> None:
     settings.debug = debug
-    if version:
-        out.print(f"dhcp-hive-mind {__version__}")
-        raise typer.Exit(0)
 
 
 # ---- replay ----------------------------------------------------------------------------------
@@ -680,7 +686,8 @@ def sniff(
 
 def main() -> None:
     _hide_url_passwords()
-    app()
+    # The name is fixed so that completion scripts work however it was started (python -m).
+    app(prog_name="dhcp-hive-mind")
 
 
 def _hide_url_passwords() -> None:

@@ -28,6 +28,8 @@ from specharness import (
     server_msg,
 )
 
+from sniffer import __version__
+
 PCAPS = REPO / "pcaps"
 CLIENTS = [bytes.fromhex(f"0200000010{n:02x}") for n in range(3)]
 
@@ -264,3 +266,62 @@ def test_realtime_pace_keeps_the_capture_timing(redis_url: str, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 2.0
     assert "3 leases written" in result.stdout
+
+
+def test_version_needs_no_command() -> None:
+    result = run("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0, f"dhcp-hive-mind {__version__}\n", "")
+
+
+# typer's switch that makes the completion options take the shell as their value instead of
+# detecting it from the parent processes, which a test runner need not have.
+NAMED_SHELL = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+
+
+@pytest.mark.parametrize(("shell", "registers"), [
+    ("bash", "complete -o default -F _dhcp_hive_mind_completion dhcp-hive-mind"),
+    ("zsh", "compdef _dhcp_hive_mind_completion dhcp-hive-mind"),
+    ("fish", "complete --command dhcp-hive-mind"),
+])
+def test_show_completion_for_a_named_shell(shell: str, registers: str) -> None:
+    """The script names the command and its variable, however the program was started."""
+    result = run("--show-completion", shell, env=NAMED_SHELL)
+    assert result.returncode == 0, result.stderr
+    assert registers in result.stdout
+    assert f"_DHCP_HIVE_MIND_COMPLETE=complete_{shell}" in result.stdout
+
+
+def completes(script: str, *words: str) -> list[str]:
+    """What a real bash offers after `words` once `script` is loaded (the last word is the one
+    being completed); the script runs the dhcp-hive-mind installed beside this Python."""
+    bash = require_tool("bash")
+    command = Path(sys.executable).parent / "dhcp-hive-mind"
+    assert command.exists(), "the package is not installed in this Python's environment"
+    result = subprocess.run(
+        [bash, "--norc", "--noprofile", "-c",
+         f'{script}\nCOMP_WORDS=({" ".join(words)}); COMP_CWORD={len(words) - 1}\n'
+         '_dhcp_hive_mind_completion dhcp-hive-mind; printf "%s\\n" "${COMPREPLY[@]}"'],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PATH": f"{command.parent}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_completion_detected_in_bash_completes_commands_and_values() -> None:
+    """As a user runs it: from bash, no shell named; the script it prints completes in bash."""
+    bash = require_tool("bash")
+    shown = subprocess.run([bash, "--norc", "--noprofile", "-c",
+                            '"$0" -m sniffer --show-completion; exit $?', sys.executable],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert completes(shown.stdout, "dhcp-hive-mind", "rep") == ["replay"]
+    assert completes(shown.stdout, "dhcp-hive-mind", "leases", "--sort", "e") == ["expires"]
+
+
+def test_install_completion_for_bash(tmp_path: Path) -> None:
+    result = run("--install-completion", "bash", env={**NAMED_SHELL, "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    script = tmp_path / ".bash_completions" / "dhcp-hive-mind.sh"
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
+    assert completes(f"source '{tmp_path / '.bashrc'}'", "dhcp-hive-mind", "dec") == ["decode"]
