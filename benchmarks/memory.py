@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import traffic
 from sniffer.dhcp import Datagram
+from sniffer.keys import Keys
 from sniffer.pipeline import Pipeline
-from sniffer.store import Keys, LeaseStore
+from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker
 
 FLOOD_RATE = 10_000.0  # DISCOVERs per second of capture time: the flood lasts FLOOD / 10,000 s

@@ -22,9 +22,11 @@ from rich.text import Text
 
 from sniffer import __version__
 from sniffer.capture_file import FileCapture
+from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis, redact
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
 from sniffer.dumpcap import DUMPCAP_BUFFER_MIB
 from sniffer.errors import HiveError
+from sniffer.keys import Keys
 from sniffer.lease import Lease
 from sniffer.live import (
     SniffConfig,
@@ -35,15 +37,7 @@ from sniffer.live import (
     run_sniffer_with_view,
 )
 from sniffer.pipeline import Pipeline
-from sniffer.store import (
-    Keys,
-    LeaseStore,
-    RedisOptions,
-    close_redis,
-    mask_url,
-    open_redis,
-    redact,
-)
+from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 from sniffer.tshark import DEFAULT_PORTS
 from sniffer.view import duration, history_table, lease_table, run_view, safe

@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
+from sniffer.connection import SOCKET_TIMEOUT, StoreError, redact
 from sniffer.dhcp import Datagram
 from sniffer.dumpcap import (
     DUMPCAP_BUFFER_MIB,
@@ -52,7 +53,7 @@ from sniffer.dumpcap import (
 from sniffer.errors import HiveError
 from sniffer.escape import printable
 from sniffer.pipeline import Pipeline, count_rogue
-from sniffer.store import SOCKET_TIMEOUT, LeaseStore, StoreError, redact
+from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker
 from sniffer.tshark import DEFAULT_PORTS, CaptureError
 

@@ -13,12 +13,8 @@ from dataclasses import dataclass, field
 
 from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.dhcp import Datagram, Dropped, decode
-from sniffer.store import LeaseStore
+from sniffer.store import ROGUE_SERVERS_MAX, LeaseStore
 from sniffer.tracker import Tracker
-
-# Rogue servers counted one by one; replies from more (forged identifiers, say) count as "others",
-# so that a flood of them cannot grow the count without end.
-ROGUE_SERVERS_MAX = 1000
 
 
 def count_rogue(counter: Counter[str], rejected: Rejected) -> str:

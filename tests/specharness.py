@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 import redis
 
 from sniffer.capture_file import read_file
+from sniffer.keys import Keys
 from sniffer.pipeline import Pipeline
-from sniffer.store import Keys, LeaseStore
+from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 
 A = bytes.fromhex("02000000000a")

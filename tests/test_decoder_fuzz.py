@@ -43,8 +43,9 @@ from specharness import (
 )
 
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
+from sniffer.keys import Keys
 from sniffer.pipeline import Pipeline
-from sniffer.store import Keys, LeaseStore
+from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 
 FUZZ = settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -67,8 +67,9 @@ from test_sniff import (  # noqa: F401  (the fixtures: found by pytest under the
 
 from benchmarks import traffic
 from sniffer.dhcp import Datagram
-from sniffer.pipeline import ROGUE_SERVERS_MAX, Pipeline
-from sniffer.store import Keys, LeaseStore
+from sniffer.keys import Keys
+from sniffer.pipeline import Pipeline
+from sniffer.store import ROGUE_SERVERS_MAX, LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 
 LOG_STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})"

@@ -16,9 +16,11 @@ import redis
 from conftest import REPO, free_port
 
 from sniffer.commands import Command, Grant, Rejected, Revoke
+from sniffer.connection import StoreError, default_state_dir, mask_url, open_redis
 from sniffer.dhcp import ACK, NAK, DhcpMessage
+from sniffer.keys import Keys
 from sniffer.lease import INFINITE, Lease
-from sniffer.store import Keys, LeaseStore, StoreError, default_state_dir, mask_url, open_redis
+from sniffer.store import LeaseStore
 
 IP = "192.0.2.100"
 MAC_A = "00:00:5e:00:53:0a"
@@ -200,6 +202,21 @@ def test_a_batch_is_one_transaction_in_order(store: LeaseStore, rclient: redis.R
     assert rclient.hgetall("192.0.2.101") == {"mac": MAC_A, "hostname": "alpha"}
     events = [event["event"] for event in reversed(store.history(limit=10))]
     assert events == ["granted", "deleted", "deleted", "granted"]
+
+
+def test_batches_run_the_write_script_by_sha(store: LeaseStore, rclient: redis.Redis) -> None:
+    """The script's text is not sent with every batch; a Redis that has lost it (restarted, or
+    SCRIPT FLUSH) is given it again and the batch still lands."""
+    evals, evalshas = commandstat(rclient, "eval"), commandstat(rclient, "evalsha")
+    apply(store, Grant(make_lease(), "granted"))
+    apply(store, Grant(make_lease("192.0.2.101"), "granted"))
+    assert commandstat(rclient, "evalsha") == evalshas + 2
+    rclient.script_flush()
+    apply(store, Grant(make_lease("192.0.2.102"), "granted"))
+    assert commandstat(rclient, "eval") == evals
+    assert rclient.exists(*lease_keys(IP), *lease_keys("192.0.2.101"),
+                          *lease_keys("192.0.2.102")) == 6
+    assert [e["ip"] for e in reversed(store.history())] == [IP, "192.0.2.101", "192.0.2.102"]
 
 
 def test_an_empty_batch_sends_nothing(store: LeaseStore, rclient: redis.Redis) -> None:
@@ -443,7 +460,9 @@ import json, sys, time
 from pathlib import Path
 import psutil
 from sniffer.lease import Lease
-from sniffer.store import Keys, LeaseStore, open_redis
+from sniffer.connection import open_redis
+from sniffer.keys import Keys
+from sniffer.store import LeaseStore
 from sniffer.commands import Grant
 
 client, description = open_redis(None, state_dir=Path(sys.argv[1]))

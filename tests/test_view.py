@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 
 from sniffer.commands import Grant, Revoke
+from sniffer.keys import Keys
 from sniffer.lease import INFINITE, Lease
-from sniffer.store import Keys, LeaseStore
+from sniffer.store import LeaseStore
 from sniffer.view.feed import Feed
 from sniffer.view.model import Change, Sort, SortedIndex, ViewModel
 from sniffer.view.render import history_table, safe

@@ -35,8 +35,9 @@ from specharness import (
 )
 
 from sniffer.commands import Grant, Revoke
+from sniffer.keys import Keys
 from sniffer.lease import Lease
-from sniffer.store import Keys, LeaseStore
+from sniffer.store import LeaseStore
 
 NS = "dhcp-hive-mind"
 HOSTILE = "\x1b[31mRED[bold]markup[/bold]\r\nX"

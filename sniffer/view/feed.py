@@ -8,7 +8,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from sniffer.store import BATCH, LeaseStore, ipv4_number
+from sniffer.keys import ipv4_number
+from sniffer.store import BATCH, LeaseStore
 from sniffer.view.model import GRANTS, WINDOW, Change, ViewModel
 from sniffer.view.render import stream_seconds
 

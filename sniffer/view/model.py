@@ -12,8 +12,8 @@ from enum import StrEnum
 from itertools import takewhile
 from typing import Any
 
+from sniffer.keys import ipv4_number
 from sniffer.lease import Lease
-from sniffer.store import ipv4_number
 from sniffer.view.render import event_label
 
 

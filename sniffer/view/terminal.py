@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.live import Live
 
+from sniffer.connection import StoreError
 from sniffer.errors import HiveError
-from sniffer.store import LeaseStore, StoreError
+from sniffer.store import LeaseStore
 from sniffer.view.feed import Feed
 from sniffer.view.model import Sort, ViewModel
 from sniffer.view.screen import ViewState, clamp, page_size, render

@@ -1,0 +1,78 @@
+"""Every Redis key dhcp-hive-mind reads or writes, built in one place (spec R-RD-1: the seed and
+detail hashes of a lease; R-RD-5: the tracker's other keys, under its namespace)."""
+
+from __future__ import annotations
+
+import socket
+
+
+class Keys:
+    """The key names for one key prefix (seed hashes) and one namespace (everything else)."""
+
+    def __init__(self, key_prefix: str = "", namespace: str = "dhcp-hive-mind") -> None:
+        self.key_prefix = key_prefix
+        self.namespace = namespace
+
+    def seed(self, ip: str) -> str:
+        """The seed hash (mac, hostname): the contract other programs read."""
+        return f"{self.key_prefix}{ip}"
+
+    def lease(self, ip: str) -> str:
+        """The detail hash: every field of the lease."""
+        return f"{self.namespace}:lease:{ip}"
+
+    def by_mac(self, mac: str) -> str:
+        return f"{self.namespace}:mac:{mac}"
+
+    def by_client_id(self, client_id: str) -> str:
+        return f"{self.namespace}:client-id:{client_id}"
+
+    @property
+    def expiry(self) -> str:
+        """Sorted set: address -> expiry (inf when infinite), the list of our leases."""
+        return f"{self.namespace}:expiry"
+
+    @property
+    def events(self) -> str:
+        """Stream of grants and deletions (capped), for history and the live view."""
+        return f"{self.namespace}:events"
+
+    @property
+    def rogue(self) -> str:
+        """Stream of replies from servers not allowed; apart from `events` so that a rogue flood
+        cannot push lease history out of the capped stream."""
+        return f"{self.namespace}:rogue"
+
+    @property
+    def rogue_servers(self) -> str:
+        """Hash: rogue server address -> number of its replies seen."""
+        return f"{self.namespace}:rogue-servers"
+
+    @property
+    def writers(self) -> str:
+        """Hash: sniffer name -> Unix seconds of its last write (several sniffers, one Redis)."""
+        return f"{self.namespace}:writers"
+
+    @property
+    def seed_pattern(self) -> str:
+        """SCAN pattern for keys that may be seed hashes; `seed_ip` confirms each."""
+        prefix = "".join("\\" + c if c in "\\*?[]" else c for c in self.key_prefix)
+        return prefix + "[0-9]*.[0-9]*.[0-9]*.[0-9]*"
+
+    def seed_ip(self, key: str) -> str | None:
+        """The address a seed key names, or None if the key is not a seed key."""
+        if not key.startswith(self.key_prefix):
+            return None
+        ip = key[len(self.key_prefix):]
+        return ip if ipv4_number(ip) is not None else None
+
+
+def ipv4_number(text: str) -> int | None:
+    """The address as a number if `text` is an IPv4 address written as str(IPv4Address) writes
+    it, else None. A tenth of ipaddress's cost: a view checks 100k keys per sweep."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):
+        return None
+    return int.from_bytes(packed, "big") if socket.inet_ntop(socket.AF_INET, packed) == text \
+        else None
