@@ -25,6 +25,7 @@ from redis.typing import EncodableT
 
 from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.connection import close_redis, redis_errors
+from sniffer.dhcp import ZERO
 from sniffer.keys import Keys, ipv4_number
 from sniffer.lease import INFINITE, Lease
 
@@ -181,10 +182,10 @@ class LeaseStore:
 
     def _rogue(self, batch: _Batch, rejected: Rejected) -> None:
         msg = rejected.msg
-        server = msg.server_id or msg.src  # R-SV-1: option 54, else the source
+        server = msg.server  # R-SV-1: option 54, else the source address
         event = _extra(
             event="rejected", reason=rejected.reason, type=msg.type_name, server=server,
-            src=msg.src, mac=msg.mac, ip=msg.yiaddr if msg.yiaddr != "0.0.0.0" else None,
+            src=msg.src, mac=msg.mac, ip=msg.yiaddr if msg.yiaddr != ZERO else None,
             xid=f"{msg.xid:08x}", ts=str(math.floor(msg.ts)), writer=self.writer)
         batch.records += ("X", server, batch.schema(0, tuple(event)))
         batch.records += event.values()
@@ -394,7 +395,7 @@ def _foreign_lease(ip: str, fields: dict[str, str], ttl: int, now: int) -> Lease
     return Lease(
         ip=ip, mac=fields.get("mac"), htype=0, client_id=None, hostname=fields.get("hostname"),
         hostname_src=None, expires=now + ttl if finite else None,
-        lease_time=ttl if finite else INFINITE, server="", giaddr="0.0.0.0", circuit_id=None,
+        lease_time=ttl if finite else INFINITE, server="", giaddr=ZERO, circuit_id=None,
         remote_id=None, xid=0, updated=0, kind="foreign")
 
 
