@@ -42,7 +42,8 @@ Redis = redis.Redis
 
 
 @pytest.mark.parametrize("variant", ["main", "unicast_ack", "broadcast_flag", "replay_clock"])
-def test_case_1(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_1_dora_on_the_server_segment_writes_the_lease(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 1: no record after the OFFER; after the ACK L(.100) = REC(.., 0.3, 3600) +
     hostname=alpha, hostname_src=req12 (replay clock: TTL = lease_time, R-T-3)."""
     replay = variant == "replay_clock"
@@ -66,7 +67,8 @@ def test_case_1(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) ->
 
 
 @pytest.mark.parametrize("variant", ["main", "reversed_7_8"])
-def test_case_2(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_2_relayed_dora_seen_on_both_legs(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 2: relayed DORA seen on both sides; after #7 REC + alpha/req12, giaddr=R1, circuit_id,
     remote_id; #8 is a duplicate (reversed #7/#8: the same record)."""
     c = Case(redis_url, tmp_path)
@@ -85,7 +87,8 @@ def test_case_2(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) ->
     assert_only(rclient, N1_LEASE)
 
 
-def test_case_3(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_3_relayed_dora_client_leg_only(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 3: only the client side (#1, #4, #5, #8): REC(.., 0.111) + alpha/req12, giaddr=R1,
     and no circuit_id or remote_id."""
     c = Case(redis_url, tmp_path)
@@ -94,7 +97,8 @@ def test_case_3(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, N1_LEASE)
 
 
-def test_case_4(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_4_relayed_dora_server_leg_only(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 4: only the server side (#2, #3, #6, #7): the same record as case 2 after #7."""
     c = Case(redis_url, tmp_path)
     c.relayed_exchange([2, 3, 6, 7], xid=0x1002, yi=N1_LEASE, relay=R1).feed()
@@ -114,7 +118,8 @@ def _case_5(c: Case, *, s1_ack_first: bool = False) -> None:
     c.add(1.1, ack(0x1005, "192.0.2.150", lease=7200, server=S2), src=S2)
 
 
-def test_case_5(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_5_client_selects_one_of_two_offers(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 5: the client selects S2 by option 54: L(.150) = REC(.., S2, 1.1, 7200) + alpha/req12,
     L(.100) absent."""
     c = Case(redis_url, tmp_path)
@@ -127,7 +132,8 @@ def test_case_5(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variant", ["main", "6b"])
-def test_case_6(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_6_ack_from_the_server_not_selected(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 6: an ACK from the server not selected, after S2's ACK, is late_other_server;
     6b: captured first it is applied (REC(.., S1, 1.2, 3600)) and S2's ACK is rejected."""
     c = Case(redis_url, tmp_path)
@@ -152,7 +158,8 @@ def test_case_6(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) ->
 
 
 @pytest.mark.parametrize("variant", ["main", "replaces_existing"])
-def test_case_7(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_7_init_reboot_confirmed(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 7: INIT-REBOOT confirmed: L(.100) = REC(.., 00001007, 0.1, 3600) + alpha/req12,
     replacing any earlier record the same way."""
     c = Case(redis_url, tmp_path)
@@ -167,7 +174,8 @@ def test_case_7(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) ->
 
 
 @pytest.mark.parametrize("variant", ["main", "other_address", "same_server"])
-def test_case_8(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_8_init_reboot_acked_by_two_servers_first_wins(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 8: INIT-REBOOT ACKed by S1 then S2: S1's REC(.., 0.1, 3600) stays (late_other_server);
     #3 for .101 leaves .101 absent; #3 from S1 with 51=1800 is applied."""
     c = Case(redis_url, tmp_path)
@@ -187,7 +195,8 @@ def test_case_8(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) ->
     assert_only(rclient, "192.0.2.100")
 
 
-def test_case_9(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_9_unanswered_init_reboot_changes_nothing(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 9: unanswered INIT-REBOOT REQUESTs leave L(.100) unchanged, and no other key."""
     c = Case(redis_url, tmp_path)
     expected = c.setup_lease("192.0.2.100")
@@ -201,7 +210,8 @@ def test_case_9(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variant", ["main", "routed_twice"])
-def test_case_10(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_10_unicast_renewal_carries_fields_over(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 10: unicast renewal: REC(.., 0000100a, 1800, 3600) + alpha/prev and the relay fields
     carried over (expires t0+5400); on a routing relay host the second ACK copy is a duplicate."""
     c = Case(redis_url, tmp_path)
@@ -220,8 +230,8 @@ def test_case_10(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
 
 @pytest.mark.parametrize(("lease", "expires"), [(3000, 3600), (100, 700)],
                          ids=["main", "shorter"])
-def test_case_11(redis_url: str, rclient: Redis, tmp_path: Path, lease: int,
-                 expires: int) -> None:
+def test_case_11_renewal_with_the_remaining_lifetime(
+        redis_url: str, rclient: Redis, tmp_path: Path, lease: int, expires: int) -> None:
     """Case 11: a renewal ACK with the remaining lifetime sets lease_time=51, expires=t0+600+51
     (also when earlier than before), updated=t0+600, xid=0000100b."""
     c = Case(redis_url, tmp_path)
@@ -234,7 +244,8 @@ def test_case_11(redis_url: str, rclient: Redis, tmp_path: Path, lease: int,
     assert_only(rclient, "192.0.2.100")
 
 
-def test_case_12(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_12_rebinding_answered_by_another_server(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 12: REBINDING answered by S2: server=S2, expires=t0+3150+3600, xid=0000100c,
     hostname_src=prev, giaddr/circuit_id/remote_id as before."""
     c = Case(redis_url, tmp_path)
@@ -246,7 +257,8 @@ def test_case_12(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, N1_LEASE)
 
 
-def test_case_13(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_13_rapid_commit_two_message_exchange(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 13: rapid commit DISCOVER + ACK: L(.120) = REC(.., 0000100d, 0.1, 600) + cam1/req12."""
     c = Case(redis_url, tmp_path)
     c.add(0.0, client_msg(DISCOVER, 0x100D, A, o_rapid(), o_host("cam1")))
@@ -264,7 +276,8 @@ def _case_14(c: Case) -> None:
     c.feed()
 
 
-def test_case_14(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_14_rapid_commit_beside_a_competing_offer(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 14: rapid commit ACK beside a competing OFFER: L(.120) as in case 13 without a
     hostname; L(.150) absent."""
     c = Case(redis_url, tmp_path)
@@ -274,7 +287,8 @@ def test_case_14(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, "192.0.2.120")
 
 
-def test_case_15(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_15_rapid_commit_then_the_other_offer_supersedes(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 15: after the rapid-commit ACK the client takes S2's OFFER: L(.150) =
     REC(.., S2, 0000100e, 1.1, 3600) and L(.120) is deleted (G14)."""
     c = Case(redis_url, tmp_path)
@@ -291,7 +305,8 @@ def test_case_15(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     "main", "track_bootp_off", "source_x", "lease_86400", "yiaddr_zero",
     "relay_copy_not_allowed", "relay_copy_allowed",
 ])
-def test_case_16(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_16_bootp_reply_gives_an_infinite_lease(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 16: BOOTREQUEST + BOOTREPLY (no 53): an infinite kind=bootp record with server = IP
     source; absent with track_bootp=false, from X, or with yi=0; finite with 51=86400; a
     relay->client copy only counts when the relay is in allowed_servers."""

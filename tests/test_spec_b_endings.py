@@ -45,7 +45,8 @@ Redis = redis.Redis
 N2_LEASE = "203.0.113.50"
 
 
-def test_case_17(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_17_nak_to_init_reboot_deletes_the_clients_lease(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 17: a NAK to A's INIT-REBOOT on N2 deletes L(198.51.100.50) (#4 a duplicate); the
     DORA via R2 then creates L(203.0.113.50) and supersedes nothing."""
     c = Case(redis_url, tmp_path)
@@ -66,7 +67,8 @@ def test_case_17(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, N2_LEASE)
 
 
-def test_case_18(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_18_nak_leaves_another_clients_record(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 18: a NAK to A for an address whose record belongs to B leaves L(.100) unchanged."""
     c = Case(redis_url, tmp_path)
     expected = c.setup_lease("192.0.2.100", chaddr=B)
@@ -79,7 +81,8 @@ def test_case_18(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, "192.0.2.100")
 
 
-def test_case_19(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_19_nak_to_renewing_deletes_the_lease(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 19: a NAK to a RENEWING REQUEST deletes L(.100) (requested_ip = ciaddr)."""
     c = Case(redis_url, tmp_path)
     c.setup_lease("192.0.2.100")
@@ -90,7 +93,8 @@ def test_case_19(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variant", ["main", "existing_record"])
-def test_case_20(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_20_nak_to_selecting_request(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 20: a NAK to a SELECTING REQUEST leaves no key; an earlier L(.101) for A is deleted."""
     c = Case(redis_url, tmp_path)
     if variant == "existing_record":
@@ -103,7 +107,8 @@ def test_case_20(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
     assert_only(rclient)
 
 
-def test_case_21(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_21_nak_without_its_request_changes_nothing(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 21: a NAK whose REQUEST was not captured leaves L(.100) unchanged (nak_uncorrelated)."""
     c = Case(redis_url, tmp_path)
     expected = c.setup_lease("192.0.2.100")
@@ -117,7 +122,8 @@ def test_case_21(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variant", ["22a", "22b"])
-def test_case_22(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_22_ack_and_nak_from_two_servers_first_decides(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 22: 22a S1's ACK decides, S2's later NAK is ignored: REC(.., S1, 00001016, 0.1, 3600);
     22b S2's NAK deletes L(.100), S1's later ACK is late_other_server and the key stays absent."""
     c = Case(redis_url, tmp_path)
@@ -141,7 +147,8 @@ def test_case_22(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
 
 
 @pytest.mark.parametrize("variant", ["main", "ciaddr_fallback"])
-def test_case_23(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_23_decline_deletes_the_lease(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 23: after the DORA L(.100) exists; A's DECLINE {50=.100, 54=S1} deletes it (also with
     ciaddr=.100 and no 50, R-DC step 2)."""
     c = Case(redis_url, tmp_path)
@@ -157,7 +164,8 @@ def test_case_23(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
     assert_only(rclient)
 
 
-def test_case_24(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_24_decline_leaves_another_clients_record(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 24: A's DECLINE of an address whose record is B's leaves L(.100) unchanged."""
     c = Case(redis_url, tmp_path)
     expected = c.setup_lease("192.0.2.100", chaddr=B)
@@ -170,7 +178,8 @@ def test_case_24(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variant", ["main", "client_id", "no_54", "ciaddr0_opt50", "twice"])
-def test_case_25(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_25_release_deletes_the_lease(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 25: A's RELEASE ci=.100 deletes L(.100); also with 61=idA on both, without 54, with
     ci=0 and 50=.100, and when captured twice."""
     c = Case(redis_url, tmp_path)
@@ -190,7 +199,8 @@ def test_case_25(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
 
 
 @pytest.mark.parametrize("variant", ["26a", "26b", "26c"])
-def test_case_26(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_26_release_that_does_not_match_changes_nothing(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 26: a RELEASE that does not match (chaddr B; another client id; another ciaddr) leaves
     L(.100) for A with client_id=0102000000000a unchanged."""
     c = Case(redis_url, tmp_path)
@@ -210,7 +220,8 @@ def test_case_26(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
 
 
 @pytest.mark.parametrize("variant", ["release", "decline"])
-def test_case_27(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_27_release_naming_a_rogue_server_is_ignored(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 27: a RELEASE (or DECLINE) naming the rogue X in option 54 leaves L(.100) unchanged."""
     c = Case(redis_url, tmp_path)
     expected = c.setup_lease("192.0.2.100")
@@ -227,7 +238,8 @@ def test_case_27(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
 
 
 @pytest.mark.parametrize("relayed", [False, True], ids=["main", "relayed"])
-def test_case_28(redis_url: str, rclient: Redis, tmp_path: Path, relayed: bool) -> None:
+def test_case_28_inform_and_its_ack_never_touch_a_lease(
+        redis_url: str, rclient: Redis, tmp_path: Path, relayed: bool) -> None:
     """Case 28: INFORMs and their ACKs (yi=0, no 51) create nothing for B and leave A's record
     unchanged: not refreshed, hostname not changed (also relayed)."""
     c = Case(redis_url, tmp_path)
@@ -255,7 +267,8 @@ def test_case_28(redis_url: str, rclient: Redis, tmp_path: Path, relayed: bool) 
 
 
 @pytest.mark.parametrize("with_record", [False, True], ids=["main", "existing_record"])
-def test_case_29(redis_url: str, rclient: Redis, tmp_path: Path, with_record: bool) -> None:
+def test_case_29_inform_reply_with_a_lease_time_grants_nothing(
+        redis_url: str, rclient: Redis, tmp_path: Path, with_record: bool) -> None:
     """Case 29: an INFORM reply carrying 51=1234 (dnsmasq) changes neither L(.100) nor any other
     key (G4, G5)."""
     c = Case(redis_url, tmp_path)
@@ -270,7 +283,7 @@ def test_case_29(redis_url: str, rclient: Redis, tmp_path: Path, with_record: bo
     assert_only(rclient, *(["192.0.2.100"] if with_record else []))
 
 
-def test_case_30(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_30_lease_expires_by_redis_ttl(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 30: a 5 s lease exists right after its ACK (expires=t0+5, TTL <= 5) and is gone by
     wall-clock t0+7 with no further traffic (R-EX)."""
     c = Case(redis_url, tmp_path)

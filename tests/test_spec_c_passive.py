@@ -40,7 +40,8 @@ Redis = redis.Redis
 
 
 @pytest.mark.parametrize("variant", ["main", "31b", "31c", "31d"])
-def test_case_31(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_31_lone_ack_mid_exchange_is_applied(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 31: a lone ACK is applied: REC(.., 00002001, 0, 3600) + hostname=alpha-srv (ack12);
     31b no hostname/client_id; 31c client_id=0102000000000a; 31d ci=.100 the same as #1."""
     c = Case(redis_url, tmp_path)
@@ -56,7 +57,8 @@ def test_case_31(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
     assert_only(rclient, "192.0.2.100")
 
 
-def test_case_32(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_32_lone_renewal_ack_after_restart_keeps_identity(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 32: after a restart, a lone renewal ACK without 61 keeps client_id (R-ID-4 item 3) and
     hostname=alpha with hostname_src=prev: REC(.., 00002002, 0, 3600)."""
     c = Case(redis_url, tmp_path)
@@ -69,7 +71,8 @@ def test_case_32(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, "192.0.2.100")
 
 
-def test_case_33(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_33_request_without_ack_writes_nothing(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 33: DISCOVER, OFFER and REQUEST without an ACK leave no key, now or after txn_ttl."""
     c = Case(redis_url, tmp_path)
     c.add(0.0, client_msg(DISCOVER, 0x2003, A))
@@ -84,7 +87,8 @@ def test_case_33(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("second_lease", [3600, 3599], ids=["main", "lease_3599"])
-def test_case_34(redis_url: str, rclient: Redis, tmp_path: Path, second_lease: int) -> None:
+def test_case_34_duplicate_acks_through_two_relays(
+        redis_url: str, rclient: Redis, tmp_path: Path, second_lease: int) -> None:
     """Case 34: ACK copies through R1 and R1b: #9 writes REC(.., 00002004, 0.3, 3600) +
     giaddr=R1 and #10-#12 are duplicates; with 51=3599, #10 applies (giaddr=R1b, 3599)."""
     c = Case(redis_url, tmp_path)
@@ -120,7 +124,8 @@ def test_case_34(redis_url: str, rclient: Redis, tmp_path: Path, second_lease: i
     assert_only(rclient, yi)
 
 
-def test_case_35(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_35_retransmitted_request_answered_again(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 35: a retransmitted REQUEST answered again 4 s later: expires=t0+3600 after #2, then
     expires=t0+4+3600 and updated=t0+4 after #4."""
     c = Case(redis_url, tmp_path)
@@ -133,7 +138,8 @@ def test_case_35(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, "192.0.2.100")
 
 
-def test_case_36(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_36_ack_for_another_clients_address_reassigns(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 36: B's ACK for A's address: L(.100) = REC(.100, B, S1, 00002006, 0.3, 3600) with no
     client_id, hostname or circuit_id of A's; `reassigned` is incremented."""
     c = Case(redis_url, tmp_path)
@@ -150,7 +156,8 @@ def test_case_36(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variant", ["main", "37b", "37c", "37d"])
-def test_case_37(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_37_new_address_on_the_same_subnet_supersedes(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 37: A's new address on the same subnet deletes L(.100) (G14, also with no option 1);
     37c /25 with .200 and 37d supersede_same_subnet=false keep both records."""
     c = Case(redis_url, tmp_path, supersede_same_subnet=variant != "37d")
@@ -166,7 +173,8 @@ def test_case_37(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
         assert_only(rclient, new_ip)
 
 
-def test_case_38(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_38_address_on_another_subnet_keeps_both(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 38: A's DORA through R2 on another subnet keeps L(198.51.100.50) and adds
     L(203.0.113.50)."""
     c = Case(redis_url, tmp_path)
@@ -180,7 +188,8 @@ def test_case_38(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     assert_only(rclient, N1_LEASE, "203.0.113.50")
 
 
-def test_case_39(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_39_overlapping_pools_last_writer_wins(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 39: S1 grants .100 to A, then S2 grants it to B: L(.100) holds B's record from S2
     (last writer wins, `reassigned`), nothing of A's kept."""
     c = Case(redis_url, tmp_path)

@@ -35,8 +35,8 @@ IP = "192.0.2.100"
 
 @pytest.mark.parametrize(("first", "renewed"), [(INFINITE, 3600), (3600, INFINITE)],
                          ids=["main", "finite_then_infinite"])
-def test_case_40(redis_url: str, rclient: Redis, tmp_path: Path, first: int,
-                 renewed: int) -> None:
+def test_case_40_infinite_lease_and_back(
+        redis_url: str, rclient: Redis, tmp_path: Path, first: int, renewed: int) -> None:
     """Case 40: 51=0xffffffff gives expires=infinite, lease_time=4294967295, TTL -1; a renewal
     with 51=3600 sets expires=t0+1000+3600 and a TTL (and back: the TTL is removed)."""
     c = Case(redis_url, tmp_path)
@@ -55,7 +55,8 @@ def test_case_40(redis_url: str, rclient: Redis, tmp_path: Path, first: int,
 
 
 @pytest.mark.parametrize("with_record", [False, True], ids=["main", "existing_record"])
-def test_case_41(redis_url: str, rclient: Redis, tmp_path: Path, with_record: bool) -> None:
+def test_case_41_ack_without_lease_time_writes_nothing(
+        redis_url: str, rclient: Redis, tmp_path: Path, with_record: bool) -> None:
     """Case 41: an ACK to a REQUEST without option 51 writes no key and leaves an existing record
     unchanged (no_lease_time)."""
     c = Case(redis_url, tmp_path)
@@ -69,7 +70,8 @@ def test_case_41(redis_url: str, rclient: Redis, tmp_path: Path, with_record: bo
 
 
 @pytest.mark.parametrize("with_record", [True, False], ids=["main", "no_record"])
-def test_case_42(redis_url: str, rclient: Redis, tmp_path: Path, with_record: bool) -> None:
+def test_case_42_zero_lease_time_changes_nothing(
+        redis_url: str, rclient: Redis, tmp_path: Path, with_record: bool) -> None:
     """Case 42: a renewal ACK with 51=0 leaves L(.100) unchanged, still expiring at t0+1000;
     without the setup the key is absent (zero_lease)."""
     c = Case(redis_url, tmp_path)
@@ -99,7 +101,8 @@ def _overloaded_ack(xid: int, yi: str) -> bytes:
 
 
 @pytest.mark.parametrize("variant", ["43a", "43b", "43c"])
-def test_case_43(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_43_lease_time_option_with_a_bad_length(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 43: option 51 of length 3, or two 4-octet instances (8 after concatenation), is
     absent so the ACK is not applied; 51 inside the overloaded `file` field is valid."""
     c = Case(redis_url, tmp_path)
@@ -119,7 +122,8 @@ def test_case_43(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -
 
 
 @pytest.mark.parametrize("lease", [4294967294, 2147483648], ids=["max_finite", "2pow31"])
-def test_case_44(redis_url: str, rclient: Redis, tmp_path: Path, lease: int) -> None:
+def test_case_44_very_long_finite_leases(
+        redis_url: str, rclient: Redis, tmp_path: Path, lease: int) -> None:
     """Case 44: very long finite leases give expires = t0 + 51 (unsigned, 64-bit arithmetic) with
     a matching TTL."""
     c = Case(redis_url, tmp_path)
@@ -130,7 +134,8 @@ def test_case_44(redis_url: str, rclient: Redis, tmp_path: Path, lease: int) -> 
     assert_only(rclient, IP)
 
 
-def test_case_45(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_45_ack_lease_time_wins_over_the_offers(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 45: OFFER 51=7200 and ACK 51=3600 give lease_time=3600."""
     c = Case(redis_url, tmp_path)
     c.dora(0x3006, IP, lease=3600, offer_lease=7200).feed()

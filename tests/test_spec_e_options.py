@@ -33,7 +33,8 @@ from specharness import (
 IP = "192.0.2.100"
 
 
-def test_case_46(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_46_overload_1_options_in_file(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Overload 1: 54, 51 and 12 decoded from `file`; `sname` stays a string."""
     c = Case(redis_url, tmp_path)
     file = bytes.fromhex("3604c0000201" "330400000e10") + b"\x0c\x07printer" + b"\xff"
@@ -44,7 +45,8 @@ def test_case_46(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     assert_only(rclient, IP)
 
 
-def test_case_47(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_47_overload_3_option_split_over_three_fields(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Overload 3: option 12 split over options, file, sname is joined in that order."""
     c = Case(redis_url, tmp_path)
     raw = options([o_type(ACK), o_server(S1), o(52, b"\x03"), o_host("lap")])
@@ -57,7 +59,8 @@ def test_case_47(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     assert_only(rclient, IP)
 
 
-def test_case_48(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_48_no_overload_file_is_a_string(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Without option 52, option-like bytes in `file` are a file name: no lease time, no key."""
     c = Case(redis_url, tmp_path)
     c.add(0, client_msg(REQUEST, 0x4801, A, o_req(IP), o_server(S1)))
@@ -81,8 +84,9 @@ def fqdn_split() -> list[tuple[int, bytes]]:
     ],
     ids=["49a", "49b", "49c"],
 )
-def test_case_49(redis_url: str, rclient: redis.Redis, tmp_path: Path,
-                 req: list[tuple[int, bytes]], hostname: str, src: str) -> None:
+def test_case_49_split_long_options_concatenated(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, req: list[tuple[int, bytes]],
+        hostname: str, src: str) -> None:
     """Split options in the REQUEST are concatenated before they are interpreted (RFC 3396)."""
     c = Case(redis_url, tmp_path)
     c.request_ack(0x4901, IP, request_opts=req).feed()
@@ -145,12 +149,14 @@ CASE_50 = {"a": case_50_a, "b": case_50_b, "c": case_50_c, "d": case_50_d, "e": 
 
 
 @pytest.mark.parametrize("variant", CASE_50)
-def test_case_50(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_50_relay_agent_information_stored(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Option 82 sub-options 1 and 2 are stored from relayed packets (G12, R-IN-10)."""
     CASE_50[variant](Case(redis_url, tmp_path), rclient)
 
 
-def test_case_51(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_51_option_82_without_giaddr_not_stored(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Option 82 in packets with giaddr 0 (client's own, echoed) is not stored."""
     c = Case(redis_url, tmp_path)
     spoof = o_82(b"spoof")

@@ -34,23 +34,27 @@ def exchange(redis_url: str, rclient: redis.Redis, tmp_path: Path, req: Opts, ac
     assert_only(rclient, IP)
 
 
-def test_case_52(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_52_qualified_echo_of_the_hostname_wins(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """The server's qualified echo of option 12 wins over the client's name (ack12)."""
     exchange(redis_url, rclient, tmp_path, [o_host("alpha")], [o_host(FQDN)], FQDN, "ack12")
 
 
-def test_case_53(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_53_hostname_from_the_request_only(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """A name in the REQUEST only is used (req12)."""
     exchange(redis_url, rclient, tmp_path, [o_host("alpha")], [], "alpha", "req12")
 
 
-def test_case_54(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_54_server_overrides_the_clients_name(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """The server overrides the client's name (ack12)."""
     exchange(redis_url, rclient, tmp_path, [o_host("android-3f2a")], [o_host("kitchen-tablet")],
              "kitchen-tablet", "ack12")
 
 
-def test_case_55(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_55_hostname_from_the_discover_only(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """A name only in the DISCOVER of the same xid is used (req12)."""
     c = Case(redis_url, tmp_path)
     c.dora(0x4001, IP, discover_opts=[o_host("alpha")]).feed()
@@ -73,8 +77,9 @@ ACK81 = o_fqdn(FQDN + ".", flags=0x05, rcodes=b"\xff\xff")
     ],
     ids=["ack81", "ack-without-81", "req-81-and-12", "ack-12-and-81"],
 )
-def test_case_56(redis_url: str, rclient: redis.Redis, tmp_path: Path, req: Opts,
-                 ack_opts: Opts, src: str) -> None:
+def test_case_56_fqdn_in_wire_format_beats_option_12(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, req: Opts, ack_opts: Opts,
+        src: str) -> None:
     """Option 81 in wire format gives the name without its trailing dot, and beats 12."""
     exchange(redis_url, rclient, tmp_path, req, ack_opts, FQDN, src)
 
@@ -102,14 +107,16 @@ OVERRUN = fqdn_raw(b"\x3falpha")  # label of 63 octets, 5 present
     ],
     ids=["57a", "57b", "57b-in-ack", "57c", "57d", "57d-in-ack", "57e", "57e-in-ack"],
 )
-def test_case_57(redis_url: str, rclient: redis.Redis, tmp_path: Path, req: Opts,
-                 ack_opts: Opts, hostname: str | None, src: str | None) -> None:
+def test_case_57_other_forms_of_option_81(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, req: Opts, ack_opts: Opts, hostname:
+        str | None, src: str | None) -> None:
     """Other forms of option 81: ASCII, empty, partial, compressed, overrunning (R-HN-3)."""
     exchange(redis_url, rclient, tmp_path, req, ack_opts, hostname, src)
 
 
 @pytest.mark.parametrize("variant", ["58a", "58b", "58c"])
-def test_case_58(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_58_hostnames_on_renewal(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """On renewal the name is kept (prev), replaced by a new one, or dropped for another client."""
     c = Case(redis_url, tmp_path)
     c.setup_lease(IP, hostname="alpha")
@@ -152,8 +159,9 @@ def test_case_58(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
         pytest.param(b"a" * 252 + b".b", "a" * 252, id="59q"),
     ],
 )
-def test_case_59(redis_url: str, rclient: redis.Redis, tmp_path: Path, raw: bytes | list[bytes],
-                 hostname: str | None) -> None:
+def test_case_59_hostnames_sanitised(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, raw: bytes | list[bytes], hostname:
+        str | None) -> None:
     """Raw option-12 octets in the REQUEST are sanitised by R-HN-2 (S1-S6)."""
     parts = raw if isinstance(raw, list) else [raw]
     exchange(redis_url, rclient, tmp_path, [o_host(p) for p in parts], [], hostname,

@@ -51,8 +51,9 @@ def release(c: Case, delta: float, ip: str, chaddr: bytes = A, *opts: Option,
     [(None, ()), (A, (o_cid(CID60),)), (A, ()), (B, (o_cid(CID60),))],
     ids=["grant", "release-with-61", "release-without-61", "release-chB-with-61"],
 )
-def test_case_60(redis_url: str, rclient: redis.Redis, tmp_path: Path, chaddr: bytes | None,
-                 opts: tuple[tuple[int, bytes], ...]) -> None:
+def test_case_60_client_identifier_unlike_chaddr(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, chaddr: bytes | None, opts:
+        tuple[tuple[int, bytes], ...]) -> None:
     """A client identifier unlike chaddr is stored; RELEASEs matching by 61 or hw delete it."""
     c = Case(redis_url, tmp_path)
     c.request_ack(0x6001, IP, request_opts=[o_cid(CID60)], ack_opts=[o_cid(CID60)]).feed()
@@ -69,8 +70,9 @@ def test_case_60(redis_url: str, rclient: redis.Redis, tmp_path: Path, chaddr: b
      (bytes.fromhex("01020000000099"), bytes.fromhex("01020000000099"), None)],
     ids=["61a", "61b", "61c"],
 )
-def test_case_61(redis_url: str, rclient: redis.Redis, tmp_path: Path, ack_cid: bytes | None,
-                 client_id: bytes, hostname: str | None) -> None:
+def test_case_61_client_identifier_echoed_in_replies(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, ack_cid: bytes | None, client_id:
+        bytes, hostname: str | None) -> None:
     """client_id comes from the echoed 61, else the transaction; another 61 does not correlate."""
     c = Case(redis_url, tmp_path)
     c.request_ack(0x5001, IP, request_opts=[o_cid(ID_A), o_host("alpha")],
@@ -80,7 +82,8 @@ def test_case_61(redis_url: str, rclient: redis.Redis, tmp_path: Path, ack_cid: 
     assert_only(rclient, IP)
 
 
-def test_case_62(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_62_one_chaddr_two_client_identifiers(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """One chaddr with two client identifiers holds two records; a RELEASE ends only one."""
     c = Case(redis_url, tmp_path)
     c.add(0, ack(0x5002, IP, A, o_cid(b"\x01\xaa")), src=S1)
@@ -95,7 +98,8 @@ def test_case_62(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     assert_unchanged(before, rclient)
 
 
-def test_case_63(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_63_pxe_then_os_with_a_client_identifier_supersedes(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """A record without client_id is superseded by the same hw that now sends a client-id."""
     c = Case(redis_url, tmp_path)
     c.add(0, ack(0x5004, IP, A), src=S1)
@@ -112,8 +116,8 @@ IB_IP = "192.0.2.110"
 @pytest.mark.parametrize("release_cid", [None, IB_CID, bytes.fromhex("ff0000000100020000ab11"
                                                                      "000000000001")],
                          ids=["grant", "release-same-61", "release-other-61"])
-def test_case_64(redis_url: str, rclient: redis.Redis, tmp_path: Path,
-                 release_cid: bytes | None) -> None:
+def test_case_64_infiniband_identity_by_client_identifier(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, release_cid: bytes | None) -> None:
     """InfiniBand (htype 32, hlen 0): no mac, identity by client-id only."""
     c = Case(redis_url, tmp_path)
     c.add(0, client_msg(REQUEST, 0x5006, b"", o_req(IB_IP), o_cid(IB_CID), flags=0x8000, **IB))
@@ -157,7 +161,8 @@ CASE_65: dict[str, Callable[[Case], None] | None] = {
 
 
 @pytest.mark.parametrize("variant", CASE_65)
-def test_case_65(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_65_hlen_0_without_client_identifier_matches_nothing(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """hlen 0 and no client-id: recorded, but nothing can match (or supersede) the record."""
     c = Case(redis_url, tmp_path)
     c.add(0, ack(0x6501, IP65, b"", **IB), src=S1)
@@ -256,7 +261,8 @@ CASE_66 = {
 
 
 @pytest.mark.parametrize("variant", CASE_66)
-def test_case_66(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_66_hardware_addresses_typed_and_bounded(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Hardware addresses are typed, hlen octets long, padding ignored, hlen > 16 dropped."""
     CASE_66[variant](Case(redis_url, tmp_path), rclient)
 

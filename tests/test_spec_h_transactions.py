@@ -31,7 +31,8 @@ from specharness import (
 IP, IP2 = "192.0.2.100", "192.0.2.101"
 
 
-def test_case_67(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_67_xid_reused_later_by_another_client(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Another client reusing an xid a minute later is another transaction (key includes hw)."""
     c = Case(redis_url, tmp_path)
     c.dora(0x3001, IP, discover_opts=[o_host("alpha")], request_opts=[o_host("alpha")])
@@ -45,7 +46,8 @@ def test_case_67(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     assert_only(rclient, IP, IP2)
 
 
-def test_case_68(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_68_two_clients_share_one_xid_at_once(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Two clients using one xid at the same time keep separate transactions."""
     c = Case(redis_url, tmp_path)
     xid = 0x3002
@@ -65,7 +67,8 @@ def test_case_68(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     assert_only(rclient, IP, IP2)
 
 
-def test_case_69(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_69_ack_matching_two_client_identifiers_is_uncorrelated(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """An ACK without 61 matching two transactions (two client-ids) is uncorrelated."""
     c = Case(redis_url, tmp_path)
     for delta, cid, name in ((0.0, b"\x01\xaa", "one"), (0.05, b"\x01\xbb", "two")):
@@ -82,8 +85,9 @@ def test_case_69(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     [(None, 130, None), (None, 100, "alpha"), (64, 130, "alpha")],
     ids=["ack-at-130", "ack-at-100", "retransmission-at-64"],
 )
-def test_case_70(redis_url: str, rclient: redis.Redis, tmp_path: Path, retransmit: int | None,
-                 ack_at: int, hostname: str | None) -> None:
+def test_case_70_transactions_expire_after_txn_ttl(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, retransmit: int | None, ack_at: int,
+        hostname: str | None) -> None:
     """A transaction is forgotten txn_ttl (120 s) after its last packet."""
     c = Case(redis_url, tmp_path)
     request = client_msg(REQUEST, 0x3004, A, o_req(IP), o_server(S1), o_host("alpha"))
@@ -149,12 +153,14 @@ CASE_71 = {"flood": case_71_flood, "completed": case_71_completed}
 
 
 @pytest.mark.parametrize("variant", CASE_71)
-def test_case_71(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_71_discover_flood_leaves_real_exchanges_intact(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """DHCP starvation: a flood leaves the real exchange intact; completed grants are mirrored."""
     CASE_71[variant](redis_url, rclient, tmp_path)
 
 
-def test_case_72(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_72_per_client_cap_on_transactions(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """One hw opening 100 transactions keeps at most 8, and the newest still correlates."""
     c = Case(redis_url, tmp_path)
     for i in range(100):

@@ -74,12 +74,14 @@ CASE_73 = {
 
 
 @pytest.mark.parametrize("variant", CASE_73)
-def test_case_73(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_73_rogue_ack_changes_nothing(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """A rogue ACK (54 not allowed) writes, decides, overwrites and supersedes nothing."""
     CASE_73[variant](Case(redis_url, tmp_path), rclient)
 
 
-def test_case_74(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_74_rogue_nak_changes_nothing(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """A rogue NAK changes nothing and does not decide; S1's ACK then refreshes the record."""
     c = Case(redis_url, tmp_path)
     c.setup_lease(IP, hostname="alpha")
@@ -94,7 +96,8 @@ def test_case_74(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     assert_only(rclient, IP)
 
 
-def test_case_75(redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
+def test_case_75_client_taking_a_rogue_offer_gets_no_record(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """A client that selects the rogue's offer gets no record."""
     c = Case(redis_url, tmp_path)
     c.dora(0x6003, ROGUE_IP, server=X).feed()
@@ -135,7 +138,8 @@ CASE_76 = {
 
 
 @pytest.mark.parametrize("variant", CASE_76)
-def test_case_76(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_76_spoofed_server_identifier_and_strict_source(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """A spoofed 54=S1 passes by default; strict_source checks the IP source (and giaddr)."""
     packets, config, expected = CASE_76[variant]
     c = Case(redis_url, tmp_path, **config)
@@ -154,8 +158,8 @@ OVERRIDE_AGENT = o(82, b"\x01\x08ge-0/0/1" + b"\x0b\x04" + bytes([198, 51, 100, 
 
 
 @pytest.mark.parametrize("allowed", [(S1, S2), (S1, S2, R1)], ids=["not-listed", "listed"])
-def test_case_77(redis_url: str, rclient: redis.Redis, tmp_path: Path,
-                 allowed: tuple[str, ...]) -> None:
+def test_case_77_server_identifier_override_needs_the_relay_allowed(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, allowed: tuple[str, ...]) -> None:
     """With server-identifier override the relay must be an allowed server (R-SV-5)."""
     c = Case(redis_url, tmp_path, allowed=allowed)
     c.relayed_exchange(range(1, 9), xid=0x7700, yi=N1_LEASE, relay=R1, hostname=None,
@@ -205,6 +209,7 @@ CASE_78 = {
 
 
 @pytest.mark.parametrize("variant", CASE_78)
-def test_case_78(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_78_empty_allow_list_accepts_every_server(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Empty allow-list: X's ACK is applied, and a warning is given at startup (R-SV-4)."""
     CASE_78[variant](redis_url, rclient, tmp_path)

@@ -83,7 +83,8 @@ def bootreply(xid: int, raw_options: bytes = b"") -> bytes:
 # ---- 79, 80: short packets, cookie -----------------------------------------------------------
 
 @pytest.mark.parametrize("variant", ["79a", "79b", "79c"])
-def test_case_79(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_79_short_packets_dropped(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """239 octets are dropped; 240 octets with op 2 are a BOOTREPLY (infinite unless disabled)."""
     c = Case(redis_url, tmp_path, track_bootp=variant != "79c")
     data = bootreply(0x7901)
@@ -98,7 +99,8 @@ def test_case_79(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
 
 
 @pytest.mark.parametrize("cookie", [b"\x63\x82\x53\x64", b""], ids=["80a", "80b"])
-def test_case_80(redis_url: str, rclient: redis.Redis, tmp_path: Path, cookie: bytes) -> None:
+def test_case_80_bad_magic_cookie_dropped(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, cookie: bytes) -> None:
     """A wrong or missing magic cookie drops the packet (R-IN-5), though the options look fine."""
     c = Case(redis_url, tmp_path)
     feed_one(c, payload(2, 0x8001, A, yi=IP100, opts=ACK_OPTS, cookie=cookie))
@@ -146,7 +148,8 @@ CASE_81: dict[str, Callable[[Case, redis.Redis], None]] = {
 
 
 @pytest.mark.parametrize("variant", CASE_81)
-def test_case_81(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_81_reply_framing_error_keeps_earlier_options(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Server replies are decoded up to the first framing error, keeping what came before."""
     CASE_81[variant](Case(redis_url, tmp_path), rclient)
 
@@ -194,7 +197,8 @@ CASE_82: dict[str, Callable[[Case, redis.Redis], None]] = {
 
 
 @pytest.mark.parametrize("variant", CASE_82)
-def test_case_82(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_82_client_framing_errors_delete_nothing(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Framing errors in client messages: deletions ignored, REQUESTs still tracked."""
     CASE_82[variant](Case(redis_url, tmp_path), rclient)
 
@@ -214,8 +218,9 @@ def test_case_82(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
     ],
     ids=["83a", "83b", "83c", "83d"],
 )
-def test_case_83(redis_url: str, rclient: redis.Redis, tmp_path: Path, raw: bytes, sname: bytes,
-                 hostname: str | None) -> None:
+def test_case_83_end_option_handling(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, raw: bytes, sname: bytes, hostname:
+        str | None) -> None:
     """END may be missing; octets after it are ignored; pads may appear anywhere (R-IN-7)."""
     assert len(sname) in (0, 64)
     c = Case(redis_url, tmp_path)
@@ -237,7 +242,8 @@ BAD_TYPES: dict[str, Opts] = {
 
 
 @pytest.mark.parametrize("variant", [*BAD_TYPES, "84g"])
-def test_case_84(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_84_unusual_option_53(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """A bad option 53 drops the packet; types 9 and up are ignored: no record either way."""
     c = Case(redis_url, tmp_path)
     c.add(0, client_msg(REQUEST, 0x8400, A, o_req(IP100), o_server(S1)))
@@ -284,14 +290,16 @@ CASE_85 = {
 
 
 @pytest.mark.parametrize("variant", CASE_85)
-def test_case_85(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_85_op_not_matching_the_type_dropped(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """An op that does not match the message type drops the packet (R-IN-14)."""
     CASE_85[variant](Case(redis_url, tmp_path), rclient)
 
 
 @pytest.mark.parametrize("yi", ["0.0.0.0", BCAST, "224.0.0.5", "127.0.0.1", "0.1.2.3",
                                 "240.0.0.1"])
-def test_case_86(redis_url: str, rclient: redis.Redis, tmp_path: Path, yi: str) -> None:
+def test_case_86_invalid_yiaddr_not_applied(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, yi: str) -> None:
     """An ACK with an invalid yiaddr is not applied (bad_yiaddr, R-IN-15)."""
     c = Case(redis_url, tmp_path)
     c.add(0, client_msg(REQUEST, 0x8600, A, o_req(IP100), o_server(S1)))
@@ -354,7 +362,8 @@ CASE_87: dict[str, Callable[[Case, redis.Redis], None]] = {
 
 
 @pytest.mark.parametrize("variant", CASE_87)
-def test_case_87(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_87_fixed_length_options_with_a_wrong_length_absent(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Fixed-length options with the wrong length are treated as absent (R-IN-10)."""
     CASE_87[variant](Case(redis_url, tmp_path), rclient)
 
@@ -370,8 +379,9 @@ def test_case_87(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: 
     ],
     ids=["88a-0", "88a-4", "88b", "88c"],
 )
-def test_case_88(redis_url: str, rclient: redis.Redis, tmp_path: Path, raw: bytes, sname: bytes,
-                 file: bytes) -> None:
+def test_case_88_unusual_overload_option(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, raw: bytes, sname: bytes,
+        file: bytes) -> None:
     """A bad 52 drops the packet; a 52 inside sname is no overload, so file stays a string."""
     c = Case(redis_url, tmp_path)
     feed_one(c, payload(2, 0x8800, A, yi=IP100, raw_options=raw, sname=sname, file=file))
@@ -400,7 +410,8 @@ def snapped_ack(snaplen: int, body: bytes) -> tuple[bytes, int]:
 
 
 @pytest.mark.parametrize("variant", ["89a", "89b", "89c"])
-def test_case_89(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_89_snaplen_truncated_acks(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Snaplen-truncated ACKs: options inside the snap count, beyond it nothing; never BOOTP."""
     c = Case(redis_url, tmp_path)
     body = options(ACK_OPTS, end=False)
@@ -436,7 +447,8 @@ def write_frames(path: Path, t0: int, frames: list[tuple[float, ScapyPacket]],
 
 
 @pytest.mark.parametrize("both", [False, True], ids=["first-fragment-alone", "both-fragments"])
-def test_case_90(redis_url: str, rclient: redis.Redis, tmp_path: Path, both: bool) -> None:
+def test_case_90_ip_fragments(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, both: bool) -> None:
     """A lone first fragment creates nothing; a reassembled 1800-octet ACK is a normal ACK."""
     c = Case(redis_url, tmp_path)
     body = options(ACK_OPTS, end=False) + b"\x00" * 1400 + options([o_host("fragmented")])
@@ -473,7 +485,8 @@ def correct_udp_checksum(p: Packet) -> int:
 
 
 @pytest.mark.parametrize("variant", ["wrong", "zero"])
-def test_case_91(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_91_checksums_not_verified(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """UDP checksums are not verified: wrong (offload) and zero checksums are processed."""
     c = Case(redis_url, tmp_path)
     frames = []
@@ -537,7 +550,8 @@ def tshark_describe(path: Path) -> str:
 
 
 @pytest.mark.parametrize("variant", ENCAPSULATIONS)
-def test_case_92(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_92_every_encapsulation_gives_the_same_record(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """The case-1 exchange in every accepted encapsulation gives the case-1 record (R-IN-1/2)."""
     build, linktype, marker = ENCAPSULATIONS[variant]
     c = Case(redis_url, tmp_path)
@@ -663,6 +677,7 @@ CASE_93: dict[str, Callable[[str, redis.Redis, Path], None]] = {
 
 
 @pytest.mark.parametrize("variant", CASE_93)
-def test_case_93(redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
+def test_case_93_non_dhcp_traffic_on_dhcp_ports(
+        redis_url: str, rclient: redis.Redis, tmp_path: Path, variant: str) -> None:
     """Non-DHCP traffic on ports 67/68 writes nothing; fuzzed input writes only valid records."""
     CASE_93[variant](redis_url, rclient, tmp_path)

@@ -25,7 +25,8 @@ Redis = redis.Redis
 IP = "192.0.2.100"
 
 
-def test_case_94(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
+def test_case_94_older_ack_arriving_late_is_stale(
+        redis_url: str, rclient: Redis, tmp_path: Path) -> None:
     """Case 94: an older ACK copy (ts t0+50, xid 00007000) arriving after the ACK applied at
     t0+100 leaves L(.100) unchanged (stale, G8)."""
     c = Case(redis_url, tmp_path)
@@ -43,7 +44,8 @@ def test_case_94(redis_url: str, rclient: Redis, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("run2", ["release", "supersede"])
-def test_case_95(redis_url: str, rclient: Redis, tmp_path: Path, run2: str) -> None:
+def test_case_95_state_after_a_restart_comes_from_redis(
+        redis_url: str, rclient: Redis, tmp_path: Path, run2: str) -> None:
     """Case 95: after a restart, A's RELEASE deletes L(.100), or A's DORA for .101 on the same /24
     supersedes it, through state kept in Redis (R-RD-6)."""
     c = Case(redis_url, tmp_path)
@@ -61,7 +63,8 @@ def test_case_95(redis_url: str, rclient: Redis, tmp_path: Path, run2: str) -> N
 
 
 @pytest.mark.parametrize("variant", ["recent", "old", "replay_clock_old"])
-def test_case_96(redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
+def test_case_96_capture_timestamps_decide_expiry(
+        redis_url: str, rclient: Redis, tmp_path: Path, variant: str) -> None:
     """Case 96: capture timestamps decide: t0=now-10 gives expires=t0+3600, TTL ~3590; t0=now-7200
     is already_expired (absent) under the capture clock, but kept with TTL = 3600 under the
     replay clock (R-T-3)."""
