@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server on a free port, and tool checks that fail in CI."""
+"""Shared fixtures: a real redis-server on a free port, and checks for tools and root that fail
+in CI. Shared helpers that are not fixtures are in helpers.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import redis
@@ -19,15 +21,26 @@ SHARED_PCAPS = REPO.parent / "shared" / "pcaps"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def cannot_run(reason: str) -> NoReturn:
+    """End a test that this machine cannot run, saying why: a failure in CI, which must run every
+    test, a skip elsewhere."""
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def require_tool(name: str) -> str:
     """Path of an executable; in CI a missing tool fails the test, locally it skips."""
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/local/sbin")
     if path is None:
-        message = f"{name} is not installed (make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        cannot_run(f"{name} is not installed (make test installs it)")
     return path
+
+
+def require_root(what: str) -> None:
+    """Root, which `what` needs (network namespaces, capture, other users); CI runs as root."""
+    if os.geteuid() != 0:
+        cannot_run(f"{what} needs root")
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import IN_CI, REPO, require_tool
+from conftest import REPO, require_root, require_tool
 
 LIVE_TOOLS = ("kea-dhcp4", "dhcrelay", "perfdhcp", "dumpcap", "tshark", "redis-server", "ip")
 
@@ -50,11 +50,7 @@ def test_replay_and_memory_write_every_lease() -> None:
 def test_live_loses_no_lease_at_a_low_rate() -> None:
     for name in LIVE_TOOLS:
         require_tool(name)
-    if os.geteuid() != 0:
-        message = "the namespace lab needs root"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_root("the namespace lab")
     table = run_quick("live")
     label = "live 50 exchanges/s for 3 s, both legs (~400 packets/s)"
     lost = re.fullmatch(r"0 of (\d+)", row(table, f"{label}: leases lost")[1])

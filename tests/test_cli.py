@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import REPO, free_port, require_tool
+from helpers import run_cli
 from specharness import (
     ACK,
     DISCOVER,
@@ -32,14 +33,6 @@ from sniffer import __version__
 
 PCAPS = REPO / "pcaps"
 CLIENTS = [bytes.fromhex(f"0200000010{n:02x}") for n in range(3)]
-
-
-def run(*args: str, env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sniffer", *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})}, cwd=cwd, stdin=subprocess.DEVNULL,
-    )
 
 
 def three_leases(path: Path) -> Path:
@@ -63,7 +56,7 @@ def pcap(tmp_path: Path) -> Path:
 
 def test_replay_in_a_pipe_prints_only_the_summary(pcap: Path, rclient: redis.Redis,
                                                   redis_url: str) -> None:
-    result = run("replay", str(pcap), "--redis-url", redis_url, "--allow-server", S1)
+    result = run_cli("replay", str(pcap), "--redis-url", redis_url, "--allow-server", S1)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -74,7 +67,7 @@ def test_replay_in_a_pipe_prints_only_the_summary(pcap: Path, rclient: redis.Red
 
 
 def test_replay_warns_without_an_allow_list(pcap: Path, redis_url: str) -> None:
-    result = run("replay", str(pcap), "--redis-url", redis_url)
+    result = run_cli("replay", str(pcap), "--redis-url", redis_url)
     assert result.returncode == 0
     assert "warning: no --allow-server given" in result.stderr
 
@@ -111,12 +104,12 @@ def test_replay_as_captured_uses_the_capture_clock(pcap: Path, redis_url: str,
     capture = Capture(t0=Capture().t0 - 600)  # ten minutes ago: 3000 s are left of 3600
     capture.add(0, server_msg(ACK, 0x7100, CLIENTS[0], o_lease(3600), yi="192.0.2.50"), src=S1)
     path = capture.write(pcap.parent / "old.pcap")
-    assert run("replay", str(path), "--redis-url", redis_url, "--as-captured").returncode == 0
+    assert run_cli("replay", str(path), "--redis-url", redis_url, "--as-captured").returncode == 0
     assert 2990 <= rclient.ttl("192.0.2.50") <= 3000
 
 
 def test_missing_file_is_one_line_and_exit_1(redis_url: str, tmp_path: Path) -> None:
-    result = run("replay", str(tmp_path / "nope.pcap"), "--redis-url", redis_url)
+    result = run_cli("replay", str(tmp_path / "nope.pcap"), "--redis-url", redis_url)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"dhcp-hive-mind: error: {tmp_path / 'nope.pcap'}: no such file")
@@ -127,7 +120,7 @@ def test_garbage_file_names_the_file(redis_url: str, tmp_path: Path) -> None:
     require_tool("tshark")
     garbage = tmp_path / "garbage.pcap"
     garbage.write_bytes(os.urandom(4096))
-    result = run("replay", str(garbage), "--redis-url", redis_url)
+    result = run_cli("replay", str(garbage), "--redis-url", redis_url)
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("dhcp-hive-mind: error: ") and "garbage.pcap" in error
@@ -138,7 +131,7 @@ def test_truncated_file_keeps_what_was_read(pcap: Path, redis_url: str,
                                             rclient: redis.Redis) -> None:
     cut = pcap.parent / "cut.pcap"
     cut.write_bytes(pcap.read_bytes()[:-40])  # the last ACK is cut short
-    result = run("replay", str(cut), "--redis-url", redis_url, "--allow-server", S1)
+    result = run_cli("replay", str(cut), "--redis-url", redis_url, "--allow-server", S1)
     assert result.returncode == 1
     assert "cut.pcap" in result.stderr and "cut short" in result.stderr
     assert rclient.hgetall("192.0.2.10") == {"mac": "02:00:00:00:10:00", "hostname": "host-0"}
@@ -148,7 +141,7 @@ def test_truncated_file_keeps_what_was_read(pcap: Path, redis_url: str,
 
 def test_unreachable_redis_masks_the_password(pcap: Path) -> None:
     url = f"redis://hive:s3cret-pw@127.0.0.1:{free_port()}/0"
-    result = run("replay", str(pcap), "--redis-url", url, "--allow-server", S1)
+    result = run_cli("replay", str(pcap), "--redis-url", url, "--allow-server", S1)
     assert result.returncode == 1
     assert "s3cret-pw" not in result.stderr + result.stdout
     warning, line = result.stderr.strip().splitlines()
@@ -159,44 +152,45 @@ def test_unreachable_redis_masks_the_password(pcap: Path) -> None:
 
 def test_redis_url_comes_from_the_environment(pcap: Path, redis_url: str,
                                               rclient: redis.Redis) -> None:
-    result = run("replay", str(pcap), env={"REDIS_URL": redis_url})
+    result = run_cli("replay", str(pcap), env={"REDIS_URL": redis_url})
     assert result.returncode == 0, result.stderr
     assert "embedded" not in result.stderr
     assert rclient.exists("192.0.2.10") == 1
 
 
 def test_bad_option_is_a_usage_error(pcap: Path, redis_url: str) -> None:
-    result = run("replay", str(pcap), "--redis-url", redis_url, "--allow-server", "not-an-ip")
+    result = run_cli("replay", str(pcap), "--redis-url", redis_url, "--allow-server", "not-an-ip")
     assert result.returncode == 2
     assert "'not-an-ip' is not an IPv4 address" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_debug_shows_the_traceback(redis_url: str, tmp_path: Path) -> None:
-    result = run("--debug", "replay", str(tmp_path / "nope.pcap"), "--redis-url", redis_url)
+    result = run_cli("--debug", "replay", str(tmp_path / "nope.pcap"), "--redis-url", redis_url)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "UsageProblem" in result.stderr
 
 
 def test_leases_filters_and_json(pcap: Path, redis_url: str) -> None:
-    assert run("replay", str(pcap), "--redis-url", redis_url, "--allow-server", S1).returncode == 0
+    replayed = run_cli("replay", str(pcap), "--redis-url", redis_url, "--allow-server", S1)
+    assert replayed.returncode == 0
 
-    every = json.loads(run("leases", "--json", "--redis-url", redis_url).stdout)
+    every = json.loads(run_cli("leases", "--json", "--redis-url", redis_url).stdout)
     assert [lease["ip"] for lease in every] == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
     assert every[0]["hostname"] == "host-0" and every[0]["server"] == S1
     assert 3590 <= every[0]["ttl"] <= 3600
 
-    by_mac = json.loads(run("leases", "--json", "--mac", "02-00-00-00-10-02",
-                            "--redis-url", redis_url).stdout)
+    by_mac = json.loads(run_cli("leases", "--json", "--mac", "02-00-00-00-10-02",
+                                "--redis-url", redis_url).stdout)
     assert [lease["ip"] for lease in by_mac] == ["192.0.2.12"]
-    by_name = json.loads(run("leases", "--json", "--hostname", "HOST-1",
-                             "--redis-url", redis_url).stdout)
+    by_name = json.loads(run_cli("leases", "--json", "--hostname", "HOST-1",
+                                 "--redis-url", redis_url).stdout)
     assert [lease["ip"] for lease in by_name] == ["192.0.2.11"]
-    by_ip = json.loads(run("leases", "--json", "--ip", "192.0.2.10",
-                           "--redis-url", redis_url).stdout)
+    by_ip = json.loads(run_cli("leases", "--json", "--ip", "192.0.2.10",
+                               "--redis-url", redis_url).stdout)
     assert [lease["mac"] for lease in by_ip] == ["02:00:00:00:10:00"]
 
-    table = run("leases", "--redis-url", redis_url).stdout
+    table = run_cli("leases", "--redis-url", redis_url).stdout
     rows = [line for line in table.splitlines() if "192.0.2." in line]
     assert len(rows) == 3 and "host-2" in rows[2] and "02:00:00:00:10:02" in rows[2]
 
@@ -205,24 +199,19 @@ def test_embedded_store_is_found_again(pcap: Path, tmp_path: Path) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path / "state"), "REDIS_URL": ""}
     env_without_url = {k: v for k, v in env.items() if k != "REDIS_URL"}
     clean = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    replayed = subprocess.run(
-        [sys.executable, "-m", "sniffer", "replay", str(pcap), "--allow-server", S1],
-        capture_output=True, text=True, timeout=120, env={**clean, **env_without_url},
-    )
+    replayed = run_cli("replay", str(pcap), "--allow-server", S1, base_env=clean,
+                       env=env_without_url)
     assert replayed.returncode == 0, replayed.stderr
     assert "embedded Redis at" in replayed.stderr
     assert (tmp_path / "state" / "dhcp-hive-mind").is_dir()
-    listed = subprocess.run(
-        [sys.executable, "-m", "sniffer", "leases", "--json"],
-        capture_output=True, text=True, timeout=120, env={**clean, **env_without_url},
-    )
+    listed = run_cli("leases", "--json", base_env=clean, env=env_without_url)
     assert listed.returncode == 0, listed.stderr
     assert [lease["ip"] for lease in json.loads(listed.stdout)] == [
         "192.0.2.10", "192.0.2.11", "192.0.2.12"]
 
 
 def test_decode_json_has_the_seed_message_format(pcap: Path) -> None:
-    result = run("decode", "--json", str(pcap))
+    result = run_cli("decode", "--json", str(pcap))
     assert result.returncode == 0, result.stderr
     messages = [json.loads(line) for line in result.stdout.splitlines()]
     assert [m["msg_type"] for m in messages[:4]] == [
@@ -238,7 +227,7 @@ def test_decode_json_has_the_seed_message_format(pcap: Path) -> None:
 
 
 def test_decode_table_is_readable(pcap: Path) -> None:
-    result = run("decode", str(pcap))
+    result = run_cli("decode", str(pcap))
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["frame", "time", "type"]
@@ -249,8 +238,8 @@ def test_decode_table_is_readable(pcap: Path) -> None:
 def test_both_engines_decode_alike(path: Path) -> None:
     """The pyshark engine is a cross-check: the same decoded messages as the default engine."""
     require_tool("tshark")
-    fast = run("decode", "--json", str(path))
-    slow = run("decode", "--json", "--engine", "pyshark", str(path))
+    fast = run_cli("decode", "--json", str(path))
+    slow = run_cli("decode", "--json", "--engine", "pyshark", str(path))
     assert fast.returncode == slow.returncode == 0
     assert fast.stdout == slow.stdout
     assert fast.stdout.count("\n") > 0
@@ -261,15 +250,15 @@ def test_realtime_pace_keeps_the_capture_timing(redis_url: str, tmp_path: Path) 
     require_tool("tshark")
     path = three_leases(tmp_path / "paced.pcap")
     started = time.monotonic()
-    result = run("replay", str(path), "--redis-url", redis_url, "--allow-server", S1,
-                 "--pace", "realtime")
+    result = run_cli("replay", str(path), "--redis-url", redis_url, "--allow-server", S1,
+                     "--pace", "realtime")
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 2.0
     assert "3 leases written" in result.stdout
 
 
 def test_version_needs_no_command() -> None:
-    result = run("--version")
+    result = run_cli("--version")
     assert (result.returncode, result.stdout, result.stderr) == (
         0, f"dhcp-hive-mind {__version__}\n", "")
 
@@ -286,7 +275,7 @@ NAMED_SHELL = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
 ])
 def test_show_completion_for_a_named_shell(shell: str, registers: str) -> None:
     """The script names the command and its variable, however the program was started."""
-    result = run("--show-completion", shell, env=NAMED_SHELL)
+    result = run_cli("--show-completion", shell, env=NAMED_SHELL)
     assert result.returncode == 0, result.stderr
     assert registers in result.stdout
     assert f"_DHCP_HIVE_MIND_COMPLETE=complete_{shell}" in result.stdout
@@ -320,7 +309,7 @@ def test_completion_detected_in_bash_completes_commands_and_values() -> None:
 
 
 def test_install_completion_for_bash(tmp_path: Path) -> None:
-    result = run("--install-completion", "bash", env={**NAMED_SHELL, "HOME": str(tmp_path)})
+    result = run_cli("--install-completion", "bash", env={**NAMED_SHELL, "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     script = tmp_path / ".bash_completions" / "dhcp-hive-mind.sh"
     assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import redis
 from conftest import REPO, require_tool
+from helpers import run_cli
 
 EXPECTED = {  # ip: (mac, hostname); the two released clients are gone
     "192.0.2.110": ("02:00:00:01:00:0a", "plain-client"),
@@ -22,17 +21,11 @@ EXPECTED = {  # ip: (mac, hostname); the two released clients are gone
 def test_demo_shows_every_recorded_client(redis_url: str, rclient: redis.Redis) -> None:
     require_tool("tshark")
     files = sorted(str(p) for p in (REPO / "pcaps").glob("*.pcap*"))
-    replay = subprocess.run(
-        [sys.executable, "-m", "sniffer", "replay", *files, "--redis-url", redis_url,
-         "--allow-server", "192.0.2.1"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )
+    replay = run_cli("replay", *files, "--redis-url", redis_url, "--allow-server", "192.0.2.1",
+                     timeout=300)
     assert replay.returncode == 0, replay.stderr
     assert "2 deleted, 0 replies rejected, 0 malformed" in replay.stdout
-    listed = subprocess.run(
-        [sys.executable, "-m", "sniffer", "leases", "--json", "--redis-url", redis_url],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )
+    listed = run_cli("leases", "--json", "--redis-url", redis_url)
     leases = {lease["ip"]: (lease["mac"], lease.get("hostname"))
               for lease in json.loads(listed.stdout)}
     assert leases == EXPECTED

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import REPO, require_tool
+from helpers import run_cli
 from lab import Daemon, RedisServer, sniff_daemon, wait_for
 from specharness import (
     ACK,
@@ -59,7 +60,6 @@ from test_sniff import (  # noqa: F401  (the fixtures: found by pytest under the
     processes,
     rc,
     request_ack,
-    require_root,
     socket_redis,
     start,
     wait_records,
@@ -277,8 +277,8 @@ def test_replay_sums_up_rogue_servers(redis_url: str, rclient: redis.Redis,
     for n in range(3):
         capture.add(n, ack_msg(0x10 + n, f"192.0.2.{100 + n}", mac_bytes(n), server=X), src=X)
     capture.add(5, ack_msg(0x20, "192.0.2.120", mac_bytes(9)), src=S1)
-    done = cli("replay", str(capture.write(tmp_path / "rogue.pcap")), "--redis-url", redis_url,
-               "--allow-server", S1)
+    done = run_cli("replay", str(capture.write(tmp_path / "rogue.pcap")), "--redis-url", redis_url,
+                   "--allow-server", S1)
     assert done.returncode == 0, done.stderr
     assert f"rogue DHCP servers (replies rejected, not written): {X} (3)" in done.stdout
     assert rclient.keys("192.0.2.1*") == ["192.0.2.120"]
@@ -354,12 +354,6 @@ HOSTILE = "\x1b[2J\x1b]0;pwned\x07[bold]loud[/bold]\r\n\x9b31m\u202eevil\x00"
 HOSTILE_IP = "192.0.2.200"
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sniffer", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, **(env or {})})
-
-
 def unsafe_characters(text: str) -> list[str]:
     """Characters a terminal could act on: controls (but the newline), C1, format characters."""
     return sorted({repr(c) for c in text if (c != "\n" and unicodedata.category(c) == "Cc")
@@ -380,8 +374,8 @@ def test_hostile_strings_are_stored_sanitised_and_printed_safely(
                                  o_host(hostile), o_82(hostile, hostile), yi="192.0.2.150",
                                  gi="198.51.100.1"), src=S1)
     pcap = capture.write(tmp_path / "hostile.pcap")
-    done = cli("replay", str(pcap), "--redis-url", redis_url, "--allow-server", S1,
-               "--as-captured")
+    done = run_cli("replay", str(pcap), "--redis-url", redis_url, "--allow-server", S1,
+                   "--as-captured")
     assert done.returncode == 0, done.stderr
     stored = rclient.hgetall("192.0.2.150")
     assert stored == {"mac": client_mac(1), "hostname": "2J0pwnedboldloudbold31mevil"}
@@ -399,14 +393,14 @@ def test_hostile_strings_are_stored_sanitised_and_printed_safely(
     rclient.xadd(f"{NS}:events", {"event": HOSTILE, "ip": HOSTILE_IP, "mac": HOSTILE,
                                   "hostname": HOSTILE, "ts": str(expires - 600)})
     outputs = {
-        "leases": cli("leases", "--redis-url", redis_url),
-        "leases --json": cli("leases", "--json", "--redis-url", redis_url),
-        "history": cli("history", HOSTILE_IP, "--redis-url", redis_url),
-        "history --json": cli("history", HOSTILE_IP, "--json", "--redis-url", redis_url),
-        "decode": cli("decode", str(pcap)),
-        "decode --json": cli("decode", "--json", str(pcap)),
-        "a hostile file name": cli("replay", str(tmp_path / "\x1b[31mx\x07.pcap"),
-                                   "--redis-url", redis_url),
+        "leases": run_cli("leases", "--redis-url", redis_url),
+        "leases --json": run_cli("leases", "--json", "--redis-url", redis_url),
+        "history": run_cli("history", HOSTILE_IP, "--redis-url", redis_url),
+        "history --json": run_cli("history", HOSTILE_IP, "--json", "--redis-url", redis_url),
+        "decode": run_cli("decode", str(pcap)),
+        "decode --json": run_cli("decode", "--json", str(pcap)),
+        "a hostile file name": run_cli("replay", str(tmp_path / "\x1b[31mx\x07.pcap"),
+                                       "--redis-url", redis_url),
     }
     for name, result in outputs.items():
         printed = result.stdout + result.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import require_tool
+from conftest import require_root, require_tool
 from lab import SERVER_IP, RedisServer, fetch, sniff_daemon
 from test_sniff_e2e import assert_mirrors, differences, redis_leases
 
@@ -45,9 +45,7 @@ def test_no_lease_is_lost_through_a_redis_outage(
         tmp_path: Path) -> None:
     for name in ("kea-dhcp4", "dhcrelay", "perfdhcp", "dumpcap", "tshark", "redis-server"):
         require_tool(name)
-    from test_sniff import require_root
-
-    require_root()
+    require_root("the namespace lab")
     server = RedisServer(persistent=True)
     begin, end = fault(server)
     client = redis.Redis(unix_socket_path=str(server.socket), decode_responses=True)

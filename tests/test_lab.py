@@ -3,14 +3,13 @@ pcaps/README.md says they hold."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, REPO, require_tool
+from conftest import REPO, require_root, require_tool
 from lab import Lab, Summary, summarize
 from lab_servers import Lease, dhcpd_leases, dnsmasq_leases
 
@@ -38,11 +37,7 @@ def require_lab() -> None:
     """The lab's tools, and root for network namespaces (CI runs as root: a failure there)."""
     for name in ("kea-dhcp4", "dhcrelay", "dhclient", "ip"):
         require_tool(name)
-    if os.geteuid() != 0:
-        message = "the namespace lab needs root"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_root("the namespace lab")
 
 
 @pytest.mark.e2e

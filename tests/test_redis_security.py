@@ -12,16 +12,16 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import REPO, free_port, require_tool
+from conftest import free_port, require_root, require_tool
+from helpers import run_cli
 from lab import Daemon, children, sniff_daemon, wait_for
 from specharness import S1, Capture, ack
-from test_sniff import Link, request_ack, require_root
+from test_sniff import LIVE_CAPTURE, Link, request_ack
 
 USER, PASSWORD = "hive", "Zq8-hunter2-vX"
 NS = "dhcp-hive-mind"
@@ -112,10 +112,9 @@ def password_file(tmp_path: Path) -> Path:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command without any REDIS_* variable of this environment: only what a test gives."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
-    return subprocess.run([sys.executable, "-m", "sniffer", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=False,
-                          env={**environment, **(env or {})})
+    return run_cli(*args, base_env=environment, env=env)
 
 
 @pytest.fixture
@@ -218,7 +217,7 @@ def test_sniff_never_shows_the_password(tmp_path: Path) -> None:
     """The password in --redis-url on the command line: warned about, masked in the process
     title, and absent from every log line while Redis goes away and the sniffer gives up.
     Given in REDIS_PASSWORD: dumpcap and tshark do not inherit it."""
-    require_root()
+    require_root(LIVE_CAPTURE)
     for name in ("dumpcap", "tshark", "redis-server", "openssl"):
         require_tool(name)
     link = Link()

@@ -13,6 +13,7 @@ import re
 import secrets
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import IN_CI, REPO, require_tool
+from conftest import REPO, cannot_run, require_root, require_tool
 from lab import (
     Daemon,
     FrameSender,
@@ -43,14 +44,7 @@ from sniffer.tshark import CaptureError
 
 METRICS_PORT = 9731
 SETCAP = "cap_net_raw,cap_net_admin+eip"
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        message = "live capture in network namespaces needs root"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+LIVE_CAPTURE = "live capture in network namespaces"  # what needs root here
 
 
 # ---- frames ----------------------------------------------------------------------------------
@@ -117,7 +111,7 @@ class Link:
 
 @pytest.fixture(scope="module")
 def socket_redis() -> Iterator[RedisServer]:
-    require_root()
+    require_root(LIVE_CAPTURE)
     for name in ("dumpcap", "tshark", "redis-server"):
         require_tool(name)
     server = RedisServer()
@@ -435,13 +429,22 @@ def user(tmp_path: Path) -> Iterator[User]:
     dumpcap's capabilities are restored afterwards."""
     for name in ("setcap", "getcap", "setpriv", "useradd", "unshare"):
         require_tool(name)
+    closed = closed_to_others(REPO / "sniffer")
+    if closed:
+        cannot_run(f"this test runs the sniffer from this checkout as a throwaway unprivileged "
+                   f"user, who cannot read it: {', '.join(map(str, closed))} "
+                   f"{'is' if len(closed) == 1 else 'are'} closed to other users (no o+x), so "
+                   f"it would die with 'No module named sniffer'. Clone the repository under "
+                   f"a directory other users can enter (not a private home directory).")
     name = f"hive{secrets.token_hex(3)}"
     run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
     dumpcap = require_tool("dumpcap")
     original = run([require_tool("getcap"), dumpcap]).split(maxsplit=1)
     try:
         subprocess.run([require_tool("setcap"), "-r", dumpcap], capture_output=True, check=False)
-        yield User(name, reach_interpreter(tmp_path))
+        user = User(name, reach_interpreter(tmp_path))
+        check_user_imports_sniffer(user)
+        yield user
     finally:
         if len(original) == 2:
             run([require_tool("setcap"), original[1].strip(), dumpcap])
@@ -449,6 +452,24 @@ def user(tmp_path: Path) -> Iterator[User]:
             subprocess.run([require_tool("setcap"), "-r", dumpcap], capture_output=True,
                            check=False)
         subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+def closed_to_others(path: Path) -> list[Path]:
+    """The directories from / down to `path` that other users cannot enter (no o+x)."""
+    return [d for d in (*reversed(path.parents), path)
+            if not os.stat(d).st_mode & stat.S_IXOTH]
+
+
+def check_user_imports_sniffer(user: User) -> None:
+    """`user` imports the sniffer from this checkout, as the tests will run it; what else may stop
+    it (access control lists, files of mode 0600) is said here, not as a sniffer dying later."""
+    probe = subprocess.run([*user.plain(), sys.executable, "-c", "import sniffer.cli"], cwd="/",
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                           text=True, check=False)
+    if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        cannot_run(f"the throwaway user {user.name} cannot import the sniffer from this "
+                   f"checkout ({REPO}): {said}. Other users must be able to read the checkout.")
 
 
 def reach_interpreter(tmp_path: Path) -> list[str]:
@@ -460,7 +481,8 @@ def reach_interpreter(tmp_path: Path) -> list[str]:
     if not closed:
         return []
     if len(closed) > 1 or closed[0] in REPO.parents:
-        pytest.skip(f"other users cannot run {real}")
+        cannot_run(f"other users cannot run this Python ({real}): it lies under "
+                   f"{', '.join(map(str, closed))}, closed to other users")
     private = closed[0]
     child = real.relative_to(private).parts[0]
     cover = tmp_path / "cover"

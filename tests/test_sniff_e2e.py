@@ -12,7 +12,6 @@ dhclient renew every 5 s, which must push the expiry on; a release must delete t
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import IN_CI, require_tool
+from conftest import require_root, require_tool
 from lab import SERVER_IP, SERVERS, Daemon, Lab, RedisServer, fetch, sniff_daemon, wait_for
 from lab_servers import DNSMASQ_MIN_LEASE
 
@@ -36,11 +35,7 @@ pytestmark = pytest.mark.e2e
 def redis_server() -> Iterator[RedisServer]:
     for name in ("dhcrelay", "dhclient", "perfdhcp", "dumpcap", "tshark", "redis-server", "ip"):
         require_tool(name)
-    if os.geteuid() != 0:
-        message = "the namespace lab needs root"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_root("the namespace lab")
     server = RedisServer()
     yield server
     server.close()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import REPO
+from helpers import run_cli
 from specharness import (
     A_MAC,
     DISCOVER,
@@ -187,11 +185,7 @@ def replay_cli(redis_url: str, rclient: redis.Redis, tmp_path: Path, allow: list
     """The replay command warns at startup exactly when the allow-list is empty (R-SV-4)."""
     cap = Capture().add(0, ROGUE_GRANT, src=X)
     path = cap.write(tmp_path / "rogue.pcap")
-    done = subprocess.run(
-        [sys.executable, "-m", "sniffer", "replay", str(path), "--redis-url", redis_url,
-         "--as-captured", *allow],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )
+    done = run_cli("replay", str(path), "--redis-url", redis_url, "--as-captured", *allow)
     assert done.returncode == 0, done.stderr
     assert ("warning" in done.stderr.lower()) == (not allow), done.stderr
     if allow:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import REPO, free_port
+from helpers import build_lease
 
 from sniffer.commands import Command, Grant, Rejected, Revoke
 from sniffer.connection import StoreError, default_state_dir, mask_url, open_redis
@@ -29,14 +30,12 @@ NS = "dhcp-hive-mind"
 
 
 def make_lease(ip: str = IP, *, lease_time: int = 3600, age: int = 0, **changes: object) -> Lease:
-    """A finite lease granted `age` seconds ago (capture time) for `lease_time` seconds."""
-    updated = math.floor(time.time()) - age
-    base = Lease(
-        ip=ip, mac=MAC_A, htype=1, client_id="0100005e00530a", hostname="alpha",
-        hostname_src="req12", expires=updated + lease_time, lease_time=lease_time,
-        server="192.0.2.1", giaddr="198.51.100.1", circuit_id="6765", remote_id="7377",
-        xid=0x1001, updated=updated, kind="dhcp")
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    """A finite relayed lease, every field set, granted `age` seconds ago (capture time) for
+    `lease_time` seconds."""
+    fields: dict[str, object] = {
+        "mac": MAC_A, "client_id": "0100005e00530a", "hostname": "alpha", "hostname_src": "req12",
+        "giaddr": "198.51.100.1", "circuit_id": "6765", "remote_id": "7377", **changes}
+    return build_lease(ip, lease_time=lease_time, updated=math.floor(time.time()) - age, **fields)
 
 
 def infinite(lease: Lease) -> Lease:

@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 import pytest
+from helpers import build_lease
 
 from sniffer.commands import Command, Grant, Rejected, Revoke
 from sniffer.dhcp import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, DhcpMessage
@@ -66,14 +67,8 @@ def mac(ch: bytes) -> str:
 def rec(ip: str, ch: bytes = A, server: str = S1, xid: int = 0x1001, t: float = 0.0,
         T: int = 3600, **extra: Any) -> Lease:
     """REC(a, client, server, xid, delta, T) of the spec, plus the extra fields named."""
-    fields: dict[str, Any] = {
-        "ip": ip, "mac": mac(ch) if ch else None, "htype": 1, "client_id": None,
-        "hostname": None, "hostname_src": None, "expires": T0 + math.floor(t) + T,
-        "lease_time": T, "server": server, "giaddr": ZERO, "circuit_id": None,
-        "remote_id": None, "xid": xid, "updated": T0 + math.floor(t), "kind": "dhcp",
-    }
-    fields.update(extra)
-    return Lease(**fields)
+    return build_lease(ip, lease_time=T, updated=T0 + math.floor(t), mac=mac(ch) if ch else None,
+                       server=server, xid=xid, **extra)
 
 
 def tracker(*leases: Lease, **config: Any) -> Tracker:

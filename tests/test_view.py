@@ -11,8 +11,6 @@ import dataclasses
 import gc
 import io
 import json
-import math
-import os
 import random
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers import build_lease, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console, RenderableType
@@ -45,13 +44,11 @@ MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
 def make_lease(ip: str, mac: str | None = MAC_A, hostname: str | None = "alpha", *,
                lease_time: int = 600, updated: int | None = None, **changes: object) -> Lease:
-    updated = math.floor(time.time()) if updated is None else updated
-    lease = Lease(
-        ip=ip, mac=mac, htype=1, client_id=None, hostname=hostname, hostname_src="req12",
-        expires=updated + lease_time, lease_time=lease_time, server="192.0.2.1",
-        giaddr="198.51.100.1", circuit_id="6574682f31", remote_id=None, xid=0x1001,
-        updated=updated, kind="dhcp")
-    return dataclasses.replace(lease, **changes)  # type: ignore[arg-type]
+    """A relayed lease with a circuit-id, granted at `updated` (default this second)."""
+    fields: dict[str, object] = {"hostname_src": "req12", "giaddr": "198.51.100.1",
+                                 "circuit_id": "6574682f31", **changes}
+    return build_lease(ip, lease_time=lease_time, updated=updated, mac=mac, hostname=hostname,
+                       **fields)
 
 
 def recorder(width: int, height: int = 40) -> Console:
@@ -488,12 +485,6 @@ def test_feed_drops_expired_rows_without_asking_redis(writer: LeaseStore,
 
 
 # ---- history ---------------------------------------------------------------------------------
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sniffer", *args], capture_output=True,
-                          text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-
 
 def test_history_of_an_address_and_of_a_device(writer: LeaseStore, redis_url: str) -> None:
     a = make_lease("192.0.2.10", MAC_A, "alpha")

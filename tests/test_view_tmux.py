@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import REPO, free_port, require_tool
+from helpers import build_lease, run_cli
 from specharness import (
     ACK,
     DISCOVER,
@@ -36,7 +37,7 @@ from specharness import (
 
 from sniffer.commands import Grant, Revoke
 from sniffer.keys import Keys
-from sniffer.lease import Lease
+from sniffer.lease import INFINITE
 from sniffer.store import LeaseStore
 
 NS = "dhcp-hive-mind"
@@ -141,10 +142,7 @@ def relayed_leases(path: Path) -> Path:
 
 def replay(path: Path, redis_url: str) -> None:
     require_tool("tshark")
-    result = subprocess.run(
-        [sys.executable, "-m", "sniffer", "replay", str(path), "--redis-url", redis_url,
-         "--allow-server", S1], capture_output=True, text=True, timeout=120, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL)
+    result = run_cli("replay", str(path), "--redis-url", redis_url, "--allow-server", S1)
     assert result.returncode == 0, result.stderr
     assert "3 leases written" in result.stdout
 
@@ -220,10 +218,8 @@ def test_view_in_a_terminal(terminal: Terminal, redis_url: str, rclient: redis.R
     client = redis.Redis.from_url(redis_url)
     other = LeaseStore(client, Keys(), capture_clock=False, writer="relay-b")
     now = math.floor(time.time())
-    newcomer = Lease(ip="198.51.100.50", mac="02:00:00:00:20:50", htype=1, client_id=None,
-                     hostname="newcomer", hostname_src="req12", expires=now + 1800,
-                     lease_time=1800, server=S1, giaddr=R1, circuit_id=None, remote_id=None,
-                     xid=0x99, updated=now, kind="dhcp")
+    newcomer = build_lease("198.51.100.50", lease_time=1800, updated=now, mac="02:00:00:00:20:50",
+                           hostname="newcomer", hostname_src="req12", giaddr=R1, xid=0x99)
     other.apply([Grant(newcomer, "granted")], time.time())
     screen = terminal.wait(lambda s: "newcomer" in s and "writers 3" in s)  # writers: every 2 s
     assert "active leases 6" in screen
@@ -294,10 +290,8 @@ def test_a_redis_outage_is_shown_and_survived(terminal: Terminal, tmp_path: Path
         assert "Connection refused" in screen.splitlines()[0]
         server = start()
         LeaseStore(redis.Redis.from_url(url), Keys(), capture_clock=False, writer="w").apply(
-            [Grant(Lease(ip="192.0.2.9", mac="02:00:00:00:00:09", htype=1, client_id=None,
-                         hostname="after", hostname_src="req12", expires=None,
-                         lease_time=4294967295, server=S1, giaddr="0.0.0.0", circuit_id=None,
-                         remote_id=None, xid=1, updated=math.floor(time.time()), kind="dhcp"),
+            [Grant(build_lease("192.0.2.9", mac="02:00:00:00:00:09", hostname="after",
+                               hostname_src="req12", expires=None, lease_time=INFINITE, xid=1),
                    "granted")], time.time())
         screen = terminal.wait(lambda s: "after" in s and "retrying" not in s)
         assert "active leases 1" in screen
