@@ -5,12 +5,11 @@ and on real captures."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import REPO, SHARED_PCAPS, require_tool
+from helpers import run_cli
 from specharness import (
     ACK,
     DECLINE,
@@ -59,8 +58,7 @@ RENEWING = client_msg(REQUEST, 11, A, ci=CI, yi=YI, gi=R1)
 
 
 def decode_json(path: Path) -> list[dict[str, object]]:
-    result = subprocess.run([sys.executable, "-m", "sniffer", "decode", "--json", str(path)],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = run_cli("decode", "--json", str(path))
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
 
