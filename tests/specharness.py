@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import redis
 
 from sniffer.capture_file import read_file
+from sniffer.dhcp import ZERO
 from sniffer.keys import Keys
 from sniffer.pipeline import Pipeline
 from sniffer.store import LeaseStore
@@ -35,7 +36,6 @@ ID_A = bytes.fromhex("0102000000000a")
 S1, S2, X = "192.0.2.1", "192.0.2.2", "192.0.2.66"
 R1, R1B, R2 = "198.51.100.1", "198.51.100.2", "203.0.113.1"
 BCAST = "255.255.255.255"
-ZERO = "0.0.0.0"
 MAGIC = b"\x63\x82\x53\x63"
 NS = "dhcp-hive-mind"
 INFINITE = 0xFFFFFFFF

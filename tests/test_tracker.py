@@ -14,7 +14,18 @@ import pytest
 from helpers import build_lease
 
 from sniffer.commands import Command, Grant, Rejected, Revoke
-from sniffer.dhcp import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, DhcpMessage
+from sniffer.dhcp import (
+    ACK,
+    DECLINE,
+    DISCOVER,
+    INFORM,
+    NAK,
+    OFFER,
+    RELEASE,
+    REQUEST,
+    ZERO,
+    DhcpMessage,
+)
 from sniffer.lease import INFINITE, Lease
 from sniffer.tracker import Tracker, TrackerConfig
 
@@ -25,7 +36,6 @@ ID_A = "0102000000000a"
 ID_B = "0102000000000b"
 S1, S2, X = "192.0.2.1", "192.0.2.2", "192.0.2.66"
 R1, R1B, R2 = "198.51.100.1", "198.51.100.2", "203.0.113.1"
-ZERO = "0.0.0.0"
 CIRCUIT, REMOTE = "67652d302f302f31", "737731"  # "ge-0/0/1", "sw1"
 BOOTREQUEST, BOOTREPLY = 101, 102  # test-only names for messages without option 53
 SENDER = "sender"  # default marker: the spec's defaults for option 54 and option 1 (section 0.3)
