@@ -28,14 +28,8 @@ from sniffer.dumpcap import DUMPCAP_BUFFER_MIB
 from sniffer.errors import HiveError
 from sniffer.keys import Keys
 from sniffer.lease import Lease
-from sniffer.live import (
-    SniffConfig,
-    Sniffer,
-    configure_logging,
-    log,
-    run_sniffer,
-    run_sniffer_with_view,
-)
+from sniffer.live import SniffConfig, Sniffer, run_sniffer, run_sniffer_with_view
+from sniffer.logs import configure_logging, log
 from sniffer.pipeline import Pipeline
 from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig

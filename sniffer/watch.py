@@ -1,0 +1,330 @@
+"""Capture supervision: one interface captured while the sniffer runs, dumpcap's pcapng blocks
+relayed to a tshark, whatever stops restarted.
+
+Scheduled restarts (tshark's memory grows with every frame it has seen) replace dumpcap and
+tshark together without a gap: the new dumpcap starts while the old one still runs, the old one
+stops once the new one captures, and the new one's first packets that the old one already
+delivered are dropped, recognised by their bytes and kernel timestamp, which both copies share.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from sniffer.dhcp import Datagram
+from sniffer.dumpcap import (
+    IDB,
+    PACKET_BLOCKS,
+    SHB,
+    Block,
+    DumpcapEnd,
+    DumpcapRun,
+    TsharkLeg,
+    permission_message,
+)
+from sniffer.logs import log
+from sniffer.metrics import DROP_PLACES, Metrics
+from sniffer.tshark import CaptureError
+
+# Seconds between restarts of a capture that keeps failing; the first restart after a capture
+# that ran is immediate, and a run this long resets the backoff.
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+# dumpcap 4.0 leaves libpcap out of immediate mode, so the kernel hands packets over in blocks
+# that retire after at most 250 ms; a capture asked to stop keeps running this long first.
+DRAIN = 0.4
+POLL = 0.2  # how often waiting threads look up
+ROTATE_FRAMES = 1_000_000  # a scheduled restart also comes after this many frames
+STOP_WAIT = 10.0  # seconds the captures get to deliver their last packets at a stop
+LEG_MIN_LIFE = 5.0  # seconds: a replaced tshark that exits sooner is failing, not killed
+
+
+class InterfaceWatch:
+    """Captures one interface while the sniffer runs: dumpcap -> blocks -> tshark -> sink.
+
+    When dumpcap ends (killed, or the interface is gone) it is restarted with backoff, and the
+    loss and the recovery are logged once each; a tshark that dies is replaced at once. At
+    start-up a failure is final instead: `wait_started` reports it.
+    """
+
+    def __init__(self, interface: str, sink: Callable[[Datagram], None], metrics: Metrics, *,
+                 ports: tuple[int, ...], buffer_mib: int, restart_every: float,
+                 start_timeout: float) -> None:
+        self.interface = interface
+        self.ports = ports
+        self.buffer_mib = buffer_mib  # dumpcap -B
+        self.restart_every = restart_every  # seconds between scheduled restarts; 0: never
+        self.start_timeout = start_timeout  # seconds a (re)started dumpcap gets to capture
+        self.metrics = metrics
+        self._sink = sink
+        self._started = threading.Event()
+        self._startup_error: str | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._runs: list[DumpcapRun] = []  # the current run, and the next one in a handover
+        self._leg: TsharkLeg | None = None  # the tshark the current run writes to
+        self._replaced_at = -math.inf  # when a dead tshark was last replaced between packets
+        self._legs: list[TsharkLeg] = []  # every leg that may still be decoding
+        self._thread = threading.Thread(target=self._supervise, name=f"watch-{interface}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_started(self, timeout: float) -> str | None:
+        """Wait for the first capture; None once it runs, else why it cannot."""
+        if not self._started.wait(timeout):
+            return f"dumpcap did not start capturing on {self.interface} within {timeout:g} s"
+        return self._startup_error
+
+    def stop(self) -> None:
+        """Stop capturing; the thread ends once everything captured has gone to the sink."""
+        self._stop.set()
+        with self._lock:
+            for run in self._runs:
+                run.stop()
+
+    def kill(self) -> None:
+        self._stop.set()
+        with self._lock:
+            for run in self._runs:
+                run.kill()
+            for leg in self._legs:
+                leg.kill()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # -- the supervisor thread --
+
+    def _supervise(self) -> None:
+        backoff = 0.0  # a capture that was running is restarted at once
+        lost_at: float | None = None
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                end, captured, message = self._capture(lost_at)
+                if not self._started.is_set():  # the first run never captured
+                    self._startup_error = (permission_message(self.interface, end)
+                                           if end is not None and end.permission else message)
+                    self._started.set()
+                    return
+                if self._stop.is_set():
+                    break
+                if captured:
+                    lost_at = time.monotonic()
+                    log.warning("capture on %s stopped: %s; restarting it", self.interface,
+                                message.rstrip("."))
+                    self.metrics.capture_restarts.labels(self.interface, "dumpcap",
+                                                         "exited").inc()
+                    if time.monotonic() - started >= BACKOFF_MAX:
+                        backoff = 0.0
+                else:
+                    log.debug("capture on %s still failing: %s", self.interface, message)
+                self._stop.wait(backoff)
+                backoff = min(max(backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
+        finally:
+            self._started.set()
+            for leg in self._legs:
+                leg.wait()
+
+    def _capture(self, lost_at: float | None) -> tuple[DumpcapEnd | None, bool, str]:
+        """One spell of capturing (see _relay): how its last dumpcap ended, whether it ever
+        captured, and what went wrong in one line. A bug is logged, not fatal: the supervisor
+        tries again, as after any other failure."""
+        try:
+            end, captured = self._relay(lost_at)
+            return end, captured, end.message or "dumpcap exited"
+        except CaptureError as error:
+            return None, False, str(error)
+        except Exception as error:
+            log.exception("capture on %s failed", self.interface)
+            return None, False, f"{type(error).__name__}: {error}"
+
+    def _start_run(self) -> DumpcapRun:
+        run = DumpcapRun(self.interface, self.ports, self.buffer_mib)
+        with self._lock:
+            self._runs.append(run)
+            if self._stop.is_set():
+                run.stop()
+        return run
+
+    def _forget(self, run: DumpcapRun) -> None:
+        with self._lock:
+            self._runs.remove(run)
+
+    def _relay(self, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
+        """Relay one dumpcap run, and the runs that replace it on schedule, until the current
+        one ends: how that one ended, and whether the capture ever ran. On an error, the runs
+        still going are killed."""
+        try:
+            return self._relay_runs(self._start_run(), lost_at)
+        except BaseException:
+            with self._lock:
+                runs = list(self._runs)
+            for run in runs:
+                run.abandon()
+                self._forget(run)
+            self._finish_leg()
+            raise
+
+    def _relay_runs(self, run: DumpcapRun, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
+        next_run: DumpcapRun | None = None
+        header: list[Block] = []
+        overlap: set[bytes] = set()  # packets the old run delivered during a handover
+        duplicates: set[bytes] = set()  # ... which the new run will deliver again
+        captured = False
+        frames = 0
+        rotate_at = self._next_rotation()
+        next_started = stop_old_at = math.inf
+        while True:
+            now = time.monotonic()
+            if (next_run is None and captured and not self._stop.is_set()
+                    and (now >= rotate_at or frames >= ROTATE_FRAMES)):
+                next_run, next_started, overlap = self._start_next(), now, set()
+                if next_run is None:
+                    rotate_at, frames = now + BACKOFF_MAX, 0
+            if next_run is not None and math.isinf(stop_old_at):
+                if next_run.ready.is_set():
+                    stop_old_at = now + DRAIN
+                elif next_run.exited() or now - next_started > self.start_timeout:
+                    self._give_up(next_run, "the scheduled restart")
+                    next_run, rotate_at, frames = None, now + BACKOFF_MAX, 0
+            if now >= stop_old_at:
+                run.stop()
+            try:
+                block = run.blocks.get(timeout=POLL)
+            except queue.Empty:
+                self._replace_dead_leg(header)
+                continue
+            if block is None:
+                end = self._ended(run)
+                if next_run is None or not next_run.ready.is_set():
+                    if next_run is not None:
+                        self._give_up(next_run, None)
+                    self._finish_leg()
+                    self.metrics.capture_up.labels(self.interface).set(0)
+                    return end, captured
+                self.metrics.capture_restarts.labels(self.interface, "dumpcap",
+                                                     "scheduled").inc()
+                log.debug("capture on %s restarted on schedule", self.interface)
+                run, next_run, header = next_run, None, []
+                duplicates, overlap = overlap, set()
+                frames, rotate_at, stop_old_at = 0, self._next_rotation(), math.inf
+                self._finish_leg()
+                continue
+            if block.type == SHB:
+                header = [block]
+            elif block.type == IDB:
+                header.append(block)
+                if not captured:
+                    captured = True
+                    self._capturing(lost_at)
+            elif block.type in PACKET_BLOCKS:
+                if block.data in duplicates:
+                    duplicates.discard(block.data)
+                    continue
+                if next_run is not None:
+                    overlap.add(block.data)
+                frames += 1
+            self._write(block, header)
+
+    def _next_rotation(self) -> float:
+        every = self.restart_every
+        return time.monotonic() + every if every > 0 else math.inf
+
+    def _start_next(self) -> DumpcapRun | None:
+        try:
+            return self._start_run()
+        except CaptureError as error:
+            log.warning("scheduled restart of the capture on %s failed: %s", self.interface,
+                        error)
+            return None
+
+    def _give_up(self, run: DumpcapRun, what: str | None) -> None:
+        """Kill a replacement run that did not start capturing; say so if `what` failed."""
+        end = run.abandon()
+        self._forget(run)
+        if what is not None:
+            log.warning("%s of the capture on %s failed: %s; keeping the running one", what,
+                        self.interface, end.message or "dumpcap did not start")
+
+    def _capturing(self, lost_at: float | None) -> None:
+        self.metrics.capture_up.labels(self.interface).set(1)
+        if not self._started.is_set():
+            log.info("capturing on %s", self.interface)
+            self._started.set()
+        elif lost_at is not None:
+            log.info("capture on %s resumed after %.0f s", self.interface,
+                     time.monotonic() - lost_at)
+
+    def _ended(self, run: DumpcapRun) -> DumpcapEnd:
+        end = run.end()
+        self._forget(run)
+        if end.dropped:
+            detail = ", ".join(f"{DROP_PLACES.get(name, name)} {count}"
+                               for name, count in end.drops.items() if count)
+            log.warning("capture on %s dropped %d packets (%s)", self.interface, end.dropped,
+                        detail)
+            for name, count in end.drops.items():
+                if count:
+                    place = DROP_PLACES.get(name, name)
+                    self.metrics.capture_drops.labels(self.interface, place).inc(count)
+        return end
+
+    def _write(self, block: Block, header: list[Block]) -> None:
+        """Pass a block to tshark, starting one (header first) if there is none or it died."""
+        for attempt in range(2):
+            fresh = self._leg is None
+            leg = self._leg if self._leg is not None else self._new_leg()
+            try:
+                if fresh and block.type != SHB:
+                    leg.write(header if block in header else [*header, block])
+                else:
+                    leg.write([block])
+                return
+            except CaptureError:
+                if self._stop.is_set():  # killed while stopping: no new tshark now
+                    raise
+                self._lost(leg)
+                if attempt:
+                    raise CaptureError("tshark keeps exiting") from None
+
+    def _replace_dead_leg(self, header: list[Block]) -> None:
+        """Replace a tshark that died between packets now, not when the next one comes. If the
+        last one replaced so also died within LEG_MIN_LIFE, tshark is failing: CaptureError,
+        and the supervisor restarts the capture with backoff."""
+        leg = self._leg
+        if leg is None or not leg.done() or self._stop.is_set() or not header:
+            return
+        self._lost(leg)
+        if time.monotonic() - self._replaced_at < LEG_MIN_LIFE:
+            raise CaptureError("tshark keeps exiting")
+        self._new_leg().write(header)
+        self._replaced_at = time.monotonic()
+
+    def _lost(self, leg: TsharkLeg) -> None:
+        leg.wait(STOP_WAIT)
+        self._leg = None
+        self.metrics.capture_restarts.labels(self.interface, "tshark", "exited").inc()
+        log.warning("tshark for %s exited (%s); starting another", self.interface,
+                    leg.failure or "without an error")
+
+    def _new_leg(self) -> TsharkLeg:
+        previous = self._legs[-1] if self._legs else None
+        leg = TsharkLeg(self.ports, f"tshark-{self.interface}", self._sink, previous)
+        with self._lock:
+            self._legs = [old for old in self._legs if not old.done()] + [leg]
+        self._leg = leg
+        return leg
+
+    def _finish_leg(self) -> None:
+        if self._leg is not None:
+            self._leg.finish()
+            self._leg = None
