@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from sniffer.commands import Rejected
 from sniffer.connection import redact
+from sniffer.dhcp import ZERO
 from sniffer.escape import printable
 from sniffer.pipeline import count_rogue
 
@@ -90,8 +91,8 @@ class RogueLog:
             return
         self._logged += 1
         msg = rejected.msg
-        server = msg.server_id or msg.src  # R-SV-1: option 54 if valid, else the IP source
-        address = "" if msg.yiaddr == "0.0.0.0" else f" of {msg.yiaddr}"
+        server = msg.server
+        address = "" if msg.yiaddr == ZERO else f" of {msg.yiaddr}"
         source = "" if msg.src == server else f" sent from {msg.src}"
         log.warning("rogue reply rejected, not written: %s%s to client %s from server %s%s",
                     msg.type_name, address, msg.mac or "-", server, source)
