@@ -5,7 +5,7 @@ dumpcap captures (the BPF filter runs in the kernel, -B sizes the kernel buffer)
 pcapng to a pipe; the sniffer cuts that stream into blocks and writes them on to a tshark that
 reads pcapng on its stdin. With the sniffer in between, tshark can be replaced at a block
 boundary (a new one gets the section header and interface blocks first), and the dumpcap of a
-scheduled restart can overlap the old one: sniffer.live does both.
+scheduled restart can overlap the old one: sniffer.watch does both.
 """
 
 from __future__ import annotations
