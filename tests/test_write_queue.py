@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from test_store import make_lease, reply
+from helpers import build_lease
+from test_store import reply
 
 from sniffer.commands import Grant, GrantEvent, Rejected, RejectReason, Revoke, RevokeReason
 from sniffer.dhcp import ACK
@@ -16,12 +17,12 @@ WALL = 1_700_000_000  # wall-clock time of the writes (lease expiries are on thi
 
 
 def grant(n: int, *, expires: int | None = WALL + 3600) -> Entry:
-    lease = make_lease(f"192.0.2.{n}", expires=expires)
+    lease = build_lease(f"192.0.2.{n}", expires=expires)
     return Grant(lease, GrantEvent.GRANTED), float(n)
 
 
 def revoke(n: int) -> Entry:
-    return Revoke(make_lease(f"192.0.2.{n}"), RevokeReason.RELEASED), float(n)
+    return Revoke(build_lease(f"192.0.2.{n}"), RevokeReason.RELEASED), float(n)
 
 
 def rogue(n: int) -> Entry:
