@@ -31,7 +31,7 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from lab import PERF_IP, SERVER_IP, Lab, RedisServer, sniff_daemon, wait_for  # noqa: E402
+from lab import PERF_IP, Lab, RedisServer, sniff_relay, wait_for  # noqa: E402
 
 BIG_NET = "10.64.0.0/16"  # perfdhcp's clients: room for 65,000 leases
 BIG_POOL = "10.64.0.1 - 10.64.255.254"
@@ -102,12 +102,8 @@ def run(rate: int, seconds: int) -> LiveResult:
     workdir = Path(tempfile.mkdtemp(prefix="hive-bench-live-"))
     try:
         with scratch_redis() as (server, client), BenchLab(relayed_clients=0) as lab:
-            sniffer = sniff_daemon(
-                lab.relay, ["-i", "up0", "-i", "down0", "--redis-url", server.url,
-                            "--allow-server", SERVER_IP], workdir / "sniff.log")
+            sniffer = sniff_relay(lab.relay, server.url, workdir / "sniff.log")
             try:
-                sniffer.wait_output(r"capturing on up0[\s\S]*capturing on down0|"
-                                    r"capturing on down0[\s\S]*capturing on up0")
                 acks = lab.capture("relay", ["up0"], workdir / "up0.pcap")
                 lab.perfdhcp(rate * seconds, rate=rate)
                 settle(client)

@@ -703,6 +703,20 @@ def sniff_daemon(ns: Namespace, args: Sequence[str], log: Path, *, prefix: Seque
     return Daemon(ns, argv, log, {"PYTHONPATH": str(REPO), **(env or {})})
 
 
+def sniff_relay(ns: Namespace, redis_url: str, log: Path, *args: str) -> Daemon:
+    """`sniff` on both legs of the lab's relay host (up0, down0), the lab's server allowed, once it
+    captures on both; stopped if it never does."""
+    daemon = sniff_daemon(ns, ["-i", "up0", "-i", "down0", "--redis-url", redis_url,
+                               "--allow-server", SERVER_IP, *args], log)
+    try:
+        daemon.wait_output(r"capturing on up0[\s\S]*capturing on down0|"
+                           r"capturing on down0[\s\S]*capturing on up0")
+    except BaseException:
+        daemon.stop(signal.SIGKILL)
+        raise
+    return daemon
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is `pid`."""
     found = []

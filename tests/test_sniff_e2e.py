@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import require_root, require_tool
-from lab import SERVER_IP, SERVERS, Daemon, Lab, RedisServer, fetch, sniff_daemon, wait_for
+from lab import SERVERS, Lab, RedisServer, fetch, sniff_relay, wait_for
 from lab_servers import DNSMASQ_MIN_LEASE
 
 METRICS_PORT = 9732
@@ -98,13 +98,9 @@ def test_redis_mirrors_the_server_through_load_renewals_and_release(
     client = redis.Redis(unix_socket_path=str(redis_server.socket), decode_responses=True)
     with Lab(relayed_clients=2, valid_lifetime=DNSMASQ_MIN_LEASE, renew_timer=5, rebind_timer=40,
              server=server) as lab:
-        sniffer: Daemon = sniff_daemon(
-            lab.relay, ["-i", "up0", "-i", "down0", "--redis-url", redis_server.url,
-                        "--allow-server", SERVER_IP, "--metrics-port", str(METRICS_PORT)],
-            tmp_path / "sniff.log")
+        sniffer = sniff_relay(lab.relay, redis_server.url, tmp_path / "sniff.log",
+                              "--metrics-port", str(METRICS_PORT))
         try:
-            sniffer.wait_output(r"capturing on up0[\s\S]*capturing on down0|"
-                                r"capturing on down0[\s\S]*capturing on up0")
             alpha, bravo = lab.clients
             alpha.hostname, bravo.hostname = "alpha-e2e", "Bravo-E2E"
             alpha_ip, bravo_ip = alpha.obtain(), bravo.obtain()
