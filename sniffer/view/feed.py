@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from collections import deque
@@ -18,7 +17,6 @@ FETCH_CHUNK = 500  # addresses per records() call
 SCAN_COUNT = 2000  # keys per SCAN step
 SWEEP_BUDGET = 0.01  # seconds of a step the sweep may take: it must not crowd out the refresh
 WRITERS_EVERY = 2.0
-SETTLE_EVERY = 10_000  # row changes between two exemptions from the collector
 
 
 def _stream_order(entry_id: str) -> tuple[int, int]:
@@ -57,7 +55,6 @@ class Feed:
         self._seen: set[str] = set()
         self._next_sweep = 0.0
         self._next_writers = 0.0
-        self._settled = 0  # model.changes when the collector was last told to leave rows be
 
     def step(self, budget: float = 0.05) -> None:
         """Do up to about `budget` seconds of work; raises StoreError if Redis fails."""
@@ -70,7 +67,6 @@ class Feed:
             if self.loading and time.monotonic() >= until:
                 self.model.status = f"loading leases: {self.loading:,} to go"
                 self.busy = True
-                self._settle()
                 return
         self.model.status = ""
         more = self._events(now, until)
@@ -81,16 +77,6 @@ class Feed:
             self.model.writers = self.store.writers()
             self._next_writers = now + WRITERS_EVERY
         self.busy = more or bool(self._fetch)
-        if self.model.changes - self._settled >= SETTLE_EVERY:
-            self._settle()
-
-    def _settle(self) -> None:
-        """The rows are long-lived and free of cycles: once many are new, exempt what lives
-        from the collector, whose full passes over 100k rows would stall a refresh ~250 ms.
-        Young garbage is collected first, so that no cycle is exempted with them."""
-        gc.collect(1)
-        gc.freeze()
-        self._settled = self.model.changes
 
     def _start(self) -> None:
         now = self.clock()

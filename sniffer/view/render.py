@@ -8,6 +8,7 @@ import time
 from rich.table import Table
 from rich.text import Text
 
+from sniffer.dhcp import ZERO
 from sniffer.escape import printable
 from sniffer.lease import Lease
 
@@ -44,14 +45,15 @@ def lease_table(rows: list[tuple[Lease, int]], title: str | None = None) -> Tabl
             safe(lease.hostname),
             safe(duration(ttl if ttl >= 0 else None)),
             safe(lease.server),
-            safe(relay(lease)),
+            safe(relay(lease.giaddr)),
             safe(lease.kind),
         )
     return table
 
 
-def relay(lease: Lease) -> str:
-    return "" if lease.giaddr == "0.0.0.0" else lease.giaddr
+def relay(giaddr: str | None) -> str:
+    """The relay address to show: none for a lease that was not relayed."""
+    return "" if giaddr is None or giaddr == ZERO else giaddr
 
 
 def event_label(fields: dict[str, str]) -> str:
@@ -72,11 +74,10 @@ def history_table(events: list[dict[str, str]]) -> Table:
         table.add_column(column, no_wrap=column in ("Time", "IP", "MAC"))
     for event in events:
         previous = event.get("previous_mac")
-        giaddr = event.get("giaddr", "0.0.0.0")
         table.add_row(
             safe(_event_time(event)), safe(event_label(event)), safe(event.get("ip")),
             safe(event.get("mac")), safe(event.get("hostname")), safe(event.get("server")),
-            safe("" if giaddr == "0.0.0.0" else giaddr),
+            safe(relay(event.get("giaddr"))),
             safe(previous if previous != event.get("mac") else None))
     return table
 

@@ -183,7 +183,7 @@ def _cells(row: Row, now: float) -> dict[str, Text]:
         "Hostname": safe(lease.hostname),
         "Left": safe(duration(None if math.isinf(left) else max(0, math.ceil(left))),
                      "bold red" if left < 60 else "yellow" if left < 300 else ""),
-        "Relay": safe(relay(lease)),
+        "Relay": safe(relay(lease.giaddr)),
         "Circuit-id": safe(circuit_text(lease.circuit_id)),
         "Server": safe(lease.server),
         "Change": safe(row.change or ("foreign" if lease.kind == "foreign" else ""),
