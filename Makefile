@@ -14,7 +14,7 @@ DEMO_NEEDS := tshark:tshark
 TEST_NEEDS := $(DEMO_NEEDS) redis-server:redis-server kea-dhcp4:kea-dhcp4-server \
 	perfdhcp:kea-admin dhcrelay:isc-dhcp-relay dhclient:isc-dhcp-client ip:iproute2 tmux:tmux \
 	setcap:libcap2-bin systemd-analyze:systemd \
-	dhcpd:isc-dhcp-server dnsmasq:dnsmasq-base
+	dhcpd:isc-dhcp-server dnsmasq:dnsmasq-base promtool:prometheus
 
 have = $(shell PATH="$(SBIN_PATH)" command -v $(1) 2>/dev/null)
 missing = $(strip $(foreach pair,$(1),$(if $(call have,$(firstword $(subst :, ,$(pair)))),,$(lastword $(subst :, ,$(pair))))) \
@@ -40,7 +40,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "$$@" </dev/null
 for pkg in "$$@"; do
   case "$$pkg" in
-    redis-server|kea-dhcp4-server|isc-dhcp-relay|isc-dhcp-server)
+    redis-server|kea-dhcp4-server|isc-dhcp-relay|isc-dhcp-server|prometheus)
       if [ -d /run/systemd/system ]; then
         systemctl disable --now "$$pkg" || true
       elif [ -x "/etc/init.d/$$pkg" ]; then
