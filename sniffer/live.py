@@ -149,6 +149,7 @@ class Sniffer:
             1 for lease in self.tracker.leases.values()
             if lease.expires is None or lease.expires > now))
         self.pipeline.rogue_log.roll()
+        self.metrics.heartbeat.set_to_current_time()
 
     def _round(self, timeout: float) -> None:
         """Process what the queue holds (waiting up to `timeout` for a first datagram), at most

@@ -97,6 +97,21 @@ class Metrics:
                                     "for Redis", registry=reg)
         self.active_leases = Gauge(METRIC_PREFIX + "active_leases", "Leases the tracker holds "
                                    "that have not expired", registry=reg)
+        # The endpoint runs in a thread of its own and answers while the sniffing loop is
+        # stuck: a heartbeat that stops moving is what tells.
+        self.heartbeat = Gauge(METRIC_PREFIX + "heartbeat_timestamp_seconds", "Unix time the "
+                               "sniffing loop last published its counters (every second)",
+                               registry=reg)
+        self.heartbeat.set_to_current_time()
+
+    def watch(self, interface: str) -> None:
+        """An interface's capture series, at 0 from the start: a counter that appears at its
+        first drop or restart would show no increase to rates and alerts."""
+        for place in DROP_PLACES.values():
+            self.capture_drops.labels(interface, place)
+        for process, reason in (("dumpcap", "scheduled"), ("dumpcap", "exited"),
+                                ("tshark", "exited")):
+            self.capture_restarts.labels(interface, process, reason)
 
     def serve(self, port: int, address: str) -> Callable[[], None]:
         """Serve /metrics over HTTP in a thread; returns the function that stops it."""

@@ -59,6 +59,7 @@ class InterfaceWatch:
         self.restart_every = restart_every  # seconds between scheduled restarts; 0: never
         self.start_timeout = start_timeout  # seconds a (re)started dumpcap gets to capture
         self.metrics = metrics
+        metrics.watch(interface)
         self._sink = sink
         self._started = threading.Event()
         self._startup_error: str | None = None
