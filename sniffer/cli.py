@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.text import Text
 
 from sniffer import __version__
+from sniffer import config as config_file
 from sniffer.capture_file import FileCapture
 from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis, redact
 from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
@@ -246,7 +247,12 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
+@reports_errors
 def _main(
+    ctx: typer.Context,
+    config_path: Annotated[Path | None, typer.Option(
+        "--config", metavar="FILE", envvar="HIVE_CONFIG", help="Settings file (TOML) "
+        f"[default: {config_file.DEFAULT_PATH}, if it exists]", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     # Eager, with its own callback: the group's callback never runs without a command.
     version: Annotated[bool, typer.Option(
@@ -254,6 +260,10 @@ def _main(
         callback=_print_version)] = False,
 ) -> None:
     settings.debug = debug
+    # Click takes an option's value from the default_map after the command line and the
+    # environment, before the option's default: the file's place in the precedence.
+    loaded = config_file.load(config_path, config_file.commands_of(ctx.command))
+    ctx.default_map, ctx.obj = loaded.defaults, loaded
 
 
 # ---- replay ----------------------------------------------------------------------------------
@@ -644,6 +654,11 @@ def sniff(
 ) -> None:
     """Capture DHCP traffic live and mirror the leases into Redis, until SIGINT or SIGTERM."""
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
+    if redis_url is None and os.environ.get("HIVE_SERVICE"):
+        raise UsageProblem(
+            "the service needs a Redis URL (url in [redis] of the configuration file, or "
+            "REDIS_URL): an embedded store would be private to the service (PrivateTmp, its "
+            "own state directory), out of reach of leases, view and history run from a shell")
     configure_logging(log_level.value)
     # R-T-3: live sniffing always uses the capture clock.
     config = _tracker_config(allow_server, strict_source, trusted_relay, supersede, prefix_len,
@@ -670,6 +685,31 @@ def sniff(
              "%s malformed packets dropped", f"{totals['rx_packets']:,}",
              f"{totals['written']:,}", f"{totals['deleted']:,}", f"{totals['rejected']:,}",
              f"{totals['malformed']:,}")
+
+
+# ---- config ----------------------------------------------------------------------------------
+
+config_app = typer.Typer(name="config", help="The configuration file and the settings in effect.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(config_app)
+
+
+@config_app.command("show", context_settings={"ignore_unknown_options": True})
+@reports_errors
+def config_show(
+    ctx: typer.Context,
+    arguments: Annotated[list[str] | None, typer.Argument(
+        metavar="ARGS", help="A command (sniff if none is given), then "
+        "options as they would be given to it.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """The settings a command would run with (those the configuration file can hold), and where
+    each comes from: flag, env, file or default. Secrets are masked."""
+    args = list(arguments or ())
+    command = args.pop(0) if args and not args[0].startswith("-") else "sniff"
+    path, shown = config_file.effective(ctx, command, args)
+    render = config_file.as_json if as_json else config_file.as_text
+    sys.stdout.write(render(command, path, shown) + "\n")
 
 
 def main() -> None:

@@ -19,6 +19,9 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 SHARED_PCAPS = REPO.parent / "shared" / "pcaps"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Every command the tests run reads no configuration file, whatever the machine's
+# /etc/dhcp-hive-mind/config.toml holds (an empty file: no settings).
+os.environ["HIVE_CONFIG"] = os.devnull
 
 
 def cannot_run(reason: str) -> NoReturn:
