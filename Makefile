@@ -54,10 +54,20 @@ export APT_INSTALL
 # $(call apt_install,NEEDS): install what is missing, or nothing (and no apt-get update).
 apt_install = $(if $(call missing,$(1)),$(SUDO) bash -euo pipefail -c "$$APT_INSTALL" apt-install $(call missing,$(1)),@echo "apt: nothing to install")
 
-.PHONY: help demo test lint pcaps clean deps-demo deps-test
+# Where `make install` puts things; each can be moved (the unit is rewritten to match).
+PREFIX ?= /opt/dhcp-hive-mind
+BINDIR ?= /usr/local/bin
+CONFDIR ?= /etc/dhcp-hive-mind
+UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /etc/sysusers.d
+
+.PHONY: help demo test lint pcaps clean deps-demo deps-test install uninstall
 
 help:
 	@echo "make demo    install tshark and the project in $(VENV), replay pcaps/, list the leases"
+	@echo "make install install tshark, the program (a virtualenv in $(PREFIX), the command in"
+	@echo "             $(BINDIR)), the systemd unit and $(CONFDIR)/config.toml (root)"
+	@echo "make uninstall  remove what make install put in place, except the settings"
 	@echo "make test    install the test tools, then ruff, mypy and pytest"
 	@echo "make lint    ruff and mypy"
 	@echo "make pcaps   re-record pcaps/ in the network-namespace lab (root)"
@@ -81,6 +91,9 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# HIVE_CONFIG=/dev/null: the demo's leases go to the embedded store, never to the Redis that an
+# installed configuration file names.
+demo: export HIVE_CONFIG := /dev/null
 demo: deps-demo $(VENV)/.installed
 	$(VENV)/bin/dhcp-hive-mind replay pcaps/*.pcap pcaps/*.pcapng --allow-server 192.0.2.1
 	$(VENV)/bin/dhcp-hive-mind leases
@@ -100,6 +113,28 @@ test: deps-test $(VENV)/.installed-test
 	$(VENV)/bin/pytest -p no:cacheprovider || { \
 		[ $$? -ne 5 ] || echo "pytest collected no tests" >&2; status=1; }; \
 	exit $$status
+
+# The project is built from a copy, so that no build files owned by root stay in the clone.
+# An existing config.toml is kept: it is the administrator's.
+install: deps-demo
+	python3 -m venv $(PREFIX)
+	src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
+		cp -r pyproject.toml README.md LICENSE sniffer "$$src" && \
+		$(PREFIX)/bin/python -m pip install -q --upgrade "$$src"
+	install -d $(BINDIR)
+	ln -sfn $(PREFIX)/bin/dhcp-hive-mind $(BINDIR)/dhcp-hive-mind
+	sed -e 's|/opt/dhcp-hive-mind|$(PREFIX)|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+		-e 's|/etc/dhcp-hive-mind/|$(CONFDIR)/|g' contrib/dhcp-hive-mind.service \
+		| install -D -m 644 /dev/stdin $(UNITDIR)/dhcp-hive-mind.service
+	install -D -m 644 contrib/dhcp-hive-mind.sysusers $(SYSUSERSDIR)/dhcp-hive-mind.conf
+	if [ -e $(CONFDIR)/config.toml ]; then echo "kept $(CONFDIR)/config.toml"; \
+	else install -D -m 644 contrib/config.toml $(CONFDIR)/config.toml; fi
+
+uninstall:
+	rm -f $(UNITDIR)/dhcp-hive-mind.service $(SYSUSERSDIR)/dhcp-hive-mind.conf
+	rm -f $(BINDIR)/dhcp-hive-mind
+	rm -rf $(PREFIX)
+	@echo "kept $(CONFDIR) (the settings)"
 
 pcaps: deps-test
 	$(SUDO) python3 pcaps/record.py

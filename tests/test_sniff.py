@@ -528,18 +528,6 @@ def test_ambient_capabilities_are_enough(link: Link, rc: redis.Redis,
     sniff_as(user, user.ambient(), link, socket_redis.url, tmp_path / "ambient.log", rc, 10)
 
 
-def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
-    analyze = require_tool("systemd-analyze")
-    unit = (REPO / "contrib" / "dhcp-hive-mind.service").read_text()
-    assert "ExecStart=/opt/dhcp-hive-mind/.venv/bin/dhcp-hive-mind sniff $SNIFF_ARGS" in unit
-    program = Path(sys.executable).parent / "dhcp-hive-mind"  # an executable that exists here
-    copy = tmp_path / "dhcp-hive-mind.service"
-    copy.write_text(unit.replace("/opt/dhcp-hive-mind/.venv/bin/dhcp-hive-mind", str(program)))
-    done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
-                          check=False)
-    assert (done.returncode, done.stderr) == (0, "")
-
-
 def test_any_captures_every_interface(link: Link, rc: redis.Redis,
                                       socket_redis: RedisServer, tmp_path: Path) -> None:
     daemon = sniff_daemon(link.ns, ["-i", "any", "--redis-url", socket_redis.url,
