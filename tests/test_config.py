@@ -13,6 +13,7 @@ import pytest
 import redis
 import typer
 from conftest import REPO, require_tool
+from helpers import run_cli
 from specharness import S1
 from test_cli import three_leases
 
@@ -21,12 +22,9 @@ from sniffer.cli import app
 
 def run(*args: str, env: dict[str, str] | None = None,
         unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, **(env or {})}
-    for name in unset:
-        environment.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "sniffer", *args], capture_output=True,
-                          text=True, timeout=120, env=environment, stdin=subprocess.DEVNULL,
-                          cwd=REPO)
+    """The command, with `env` added to this environment and the `unset` variables taken out."""
+    return run_cli(*args, env=env, base_env={name: value for name, value in os.environ.items()
+                                             if name not in unset})
 
 
 def write(path: Path, text: str) -> Path:
