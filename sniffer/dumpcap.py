@@ -1,5 +1,5 @@
-"""Live capture: dumpcap processes, the pcapng block splitter, and the tshark that decodes the
-blocks of one interface.
+"""Live capture: dumpcap processes (DumpcapRun), the pcapng block splitter, and the tshark that
+decodes the blocks of one interface (LiveDecoder).
 
 dumpcap captures (the BPF filter runs in the kernel, -B sizes the kernel buffer) and writes
 pcapng to a pipe; the sniffer cuts that stream into blocks and writes them on to a tshark that
@@ -252,14 +252,14 @@ def permission_message(interface: str, end: DumpcapEnd) -> str:
             + PERMISSION_HINT.format(path=find_dumpcap()))
 
 
-class TsharkLeg:
-    """One tshark decoding the pcapng blocks written to it; a thread turns its output into
-    Datagrams for `sink`, but only once the previous leg's thread has finished, so datagrams
-    keep capture order across a change of tshark. finish() closes its input: it decodes what
-    it has and exits."""
+class LiveDecoder:
+    """One tshark process decoding the live pcapng blocks written to it; a thread turns its
+    output into Datagrams for `sink`, but only once the previous decoder's thread has finished,
+    so datagrams keep capture order across a change of tshark. finish() closes its input: it
+    decodes what it has and exits."""
 
     def __init__(self, ports: Sequence[int], label: str, sink: Callable[[Datagram], None],
-                 previous: TsharkLeg | None = None) -> None:
+                 previous: LiveDecoder | None = None) -> None:
         self.ports = check_ports(ports)
         self.frames = 0  # frames written to it
         self.skipped = 0  # frames it printed that are not one of our datagrams
@@ -306,7 +306,7 @@ class TsharkLeg:
         self.finish()
         self._process.kill()
 
-    def _read(self, previous: TsharkLeg | None) -> None:
+    def _read(self, previous: LiveDecoder | None) -> None:
         if previous is not None:
             previous.wait()
         try:

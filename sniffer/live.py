@@ -1,7 +1,7 @@
 """Live sniffing: every interface's capture feeding one pipeline, its writes handed to the Redis
 writer, clean stops, and the run under signals (with or without the live view).
 
-Threads: one supervisor per interface (watch.py) relays dumpcap's pcapng blocks to a tshark and
+Threads: one supervisor per interface (watch.py) forwards dumpcap's pcapng blocks to a tshark and
 restarts whatever stops; the tshark reader threads put Datagrams on one bounded queue; the
 caller's thread (Sniffer.run) feeds the pipeline from that queue and hands the lease changes to
 the writer thread (writer.py), which writes them to Redis in order. Redis never holds up the

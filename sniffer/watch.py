@@ -1,5 +1,5 @@
 """Capture supervision: one interface captured while the sniffer runs, dumpcap's pcapng blocks
-relayed to a tshark, whatever stops restarted.
+forwarded to a tshark (LiveDecoder), whatever stops restarted.
 
 Scheduled restarts (tshark's memory grows with every frame it has seen) replace dumpcap and
 tshark together without a gap: the new dumpcap starts while the old one still runs, the old one
@@ -23,7 +23,7 @@ from sniffer.dumpcap import (
     Block,
     DumpcapEnd,
     DumpcapRun,
-    TsharkLeg,
+    LiveDecoder,
     permission_message,
 )
 from sniffer.logs import log
@@ -39,7 +39,7 @@ DRAIN = 0.4
 POLL = 0.2  # how often waiting threads look up
 ROTATE_FRAMES = 1_000_000  # a scheduled restart also comes after this many frames
 STOP_WAIT = 10.0  # seconds the captures get to deliver their last packets at a stop
-LEG_MIN_LIFE = 5.0  # seconds: a replaced tshark that exits sooner is failing, not killed
+DECODER_MIN_LIFE = 5.0  # seconds: a replaced tshark that exits sooner is failing, not killed
 
 
 class InterfaceWatch:
@@ -66,9 +66,9 @@ class InterfaceWatch:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._runs: list[DumpcapRun] = []  # the current run, and the next one in a handover
-        self._leg: TsharkLeg | None = None  # the tshark the current run writes to
+        self._decoder: LiveDecoder | None = None  # the tshark the current run writes to
         self._replaced_at = -math.inf  # when a dead tshark was last replaced between packets
-        self._legs: list[TsharkLeg] = []  # every leg that may still be decoding
+        self._decoders: list[LiveDecoder] = []  # every tshark that may still be decoding
         self._thread = threading.Thread(target=self._supervise, name=f"watch-{interface}",
                                         daemon=True)
 
@@ -93,8 +93,8 @@ class InterfaceWatch:
         with self._lock:
             for run in self._runs:
                 run.kill()
-            for leg in self._legs:
-                leg.kill()
+            for decoder in self._decoders:
+                decoder.kill()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -132,15 +132,15 @@ class InterfaceWatch:
                 backoff = min(max(backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
         finally:
             self._started.set()
-            for leg in self._legs:
-                leg.wait()
+            for decoder in self._decoders:
+                decoder.wait()
 
     def _capture(self, lost_at: float | None) -> tuple[DumpcapEnd | None, bool, str]:
-        """One spell of capturing (see _relay): how its last dumpcap ended, whether it ever
+        """One spell of capturing (see _forward): how its last dumpcap ended, whether it ever
         captured, and what went wrong in one line. A bug is logged, not fatal: the supervisor
         tries again, as after any other failure."""
         try:
-            end, captured = self._relay(lost_at)
+            end, captured = self._forward(lost_at)
             return end, captured, end.message or "dumpcap exited"
         except CaptureError as error:
             return None, False, str(error)
@@ -160,22 +160,22 @@ class InterfaceWatch:
         with self._lock:
             self._runs.remove(run)
 
-    def _relay(self, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
-        """Relay one dumpcap run, and the runs that replace it on schedule, until the current
-        one ends: how that one ended, and whether the capture ever ran. On an error, the runs
-        still going are killed."""
+    def _forward(self, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
+        """Forward the blocks of one dumpcap run, and of the runs that replace it on schedule, to
+        tshark until the current run ends: how that one ended, and whether the capture ever ran.
+        On an error, the runs still going are killed."""
         try:
-            return self._relay_runs(self._start_run(), lost_at)
+            return self._forward_runs(self._start_run(), lost_at)
         except BaseException:
             with self._lock:
                 runs = list(self._runs)
             for run in runs:
                 run.abandon()
                 self._forget(run)
-            self._finish_leg()
+            self._finish_decoder()
             raise
 
-    def _relay_runs(self, run: DumpcapRun, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
+    def _forward_runs(self, run: DumpcapRun, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
         next_run: DumpcapRun | None = None
         header: list[Block] = []
         overlap: set[bytes] = set()  # packets the old run delivered during a handover
@@ -202,14 +202,14 @@ class InterfaceWatch:
             try:
                 block = run.blocks.get(timeout=POLL)
             except queue.Empty:
-                self._replace_dead_leg(header)
+                self._replace_dead_decoder(header)
                 continue
             if block is None:
                 end = self._ended(run)
                 if next_run is None or not next_run.ready.is_set():
                     if next_run is not None:
                         self._give_up(next_run, None)
-                    self._finish_leg()
+                    self._finish_decoder()
                     self.metrics.capture_up.labels(self.interface).set(0)
                     return end, captured
                 self.metrics.capture_restarts.labels(self.interface, "dumpcap",
@@ -218,7 +218,7 @@ class InterfaceWatch:
                 run, next_run, header = next_run, None, []
                 duplicates, overlap = overlap, set()
                 frames, rotate_at, stop_old_at = 0, self._next_rotation(), math.inf
-                self._finish_leg()
+                self._finish_decoder()
                 continue
             if block.type == SHB:
                 header = [block]
@@ -282,50 +282,50 @@ class InterfaceWatch:
     def _write(self, block: Block, header: list[Block]) -> None:
         """Pass a block to tshark, starting one (header first) if there is none or it died."""
         for attempt in range(2):
-            fresh = self._leg is None
-            leg = self._leg if self._leg is not None else self._new_leg()
+            fresh = self._decoder is None
+            decoder = self._decoder if self._decoder is not None else self._new_decoder()
             try:
                 if fresh and block.type != SHB:
-                    leg.write(header if block in header else [*header, block])
+                    decoder.write(header if block in header else [*header, block])
                 else:
-                    leg.write([block])
+                    decoder.write([block])
                 return
             except CaptureError:
                 if self._stop.is_set():  # killed while stopping: no new tshark now
                     raise
-                self._lost(leg)
+                self._lost(decoder)
                 if attempt:
                     raise CaptureError("tshark keeps exiting") from None
 
-    def _replace_dead_leg(self, header: list[Block]) -> None:
+    def _replace_dead_decoder(self, header: list[Block]) -> None:
         """Replace a tshark that died between packets now, not when the next one comes. If the
-        last one replaced so also died within LEG_MIN_LIFE, tshark is failing: CaptureError,
+        last one replaced so also died within DECODER_MIN_LIFE, tshark is failing: CaptureError,
         and the supervisor restarts the capture with backoff."""
-        leg = self._leg
-        if leg is None or not leg.done() or self._stop.is_set() or not header:
+        decoder = self._decoder
+        if decoder is None or not decoder.done() or self._stop.is_set() or not header:
             return
-        self._lost(leg)
-        if time.monotonic() - self._replaced_at < LEG_MIN_LIFE:
+        self._lost(decoder)
+        if time.monotonic() - self._replaced_at < DECODER_MIN_LIFE:
             raise CaptureError("tshark keeps exiting")
-        self._new_leg().write(header)
+        self._new_decoder().write(header)
         self._replaced_at = time.monotonic()
 
-    def _lost(self, leg: TsharkLeg) -> None:
-        leg.wait(STOP_WAIT)
-        self._leg = None
+    def _lost(self, decoder: LiveDecoder) -> None:
+        decoder.wait(STOP_WAIT)
+        self._decoder = None
         self.metrics.capture_restarts.labels(self.interface, "tshark", "exited").inc()
         log.warning("tshark for %s exited (%s); starting another", self.interface,
-                    leg.failure or "without an error")
+                    decoder.failure or "without an error")
 
-    def _new_leg(self) -> TsharkLeg:
-        previous = self._legs[-1] if self._legs else None
-        leg = TsharkLeg(self.ports, f"tshark-{self.interface}", self._sink, previous)
+    def _new_decoder(self) -> LiveDecoder:
+        previous = self._decoders[-1] if self._decoders else None
+        decoder = LiveDecoder(self.ports, f"tshark-{self.interface}", self._sink, previous)
         with self._lock:
-            self._legs = [old for old in self._legs if not old.done()] + [leg]
-        self._leg = leg
-        return leg
+            self._decoders = [old for old in self._decoders if not old.done()] + [decoder]
+        self._decoder = decoder
+        return decoder
 
-    def _finish_leg(self) -> None:
-        if self._leg is not None:
-            self._leg.finish()
-            self._leg = None
+    def _finish_decoder(self) -> None:
+        if self._decoder is not None:
+            self._decoder.finish()
+            self._decoder = None
