@@ -8,6 +8,9 @@ seed hashes in Redis: a lease Kea granted that Redis lacks, or holds with anothe
 Latency is measured outside the sniffer: a separate dumpcap on up0 timestamps each ACK as the
 kernel saw it arrive from Kea, and the id of the lease's "granted" event in the event stream is
 Redis's own clock when the write ran (one machine, one clock).
+
+The sniffer runs from this checkout, or from another one (`tree`, such as a worktree of an older
+commit, for before-and-after rows measured in one run).
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,13 +69,34 @@ class LiveResult:
     lost: int  # Kea's leases missing from Redis or held there with another MAC
     extra: int  # seed hashes in Redis that Kea does not have
     acks_seen: int  # ACKs the separate capture saw on up0
-    latencies: tuple[float, ...]  # seconds, one per lease: first ACK on up0 -> its write
+    timed: tuple[tuple[float, float, str], ...]  # per lease, in ACK order: (its first ACK on
+    # up0, Redis's clock when it was written, both Unix times in seconds; its address)
+
+    @property
+    def latencies(self) -> tuple[float, ...]:
+        return tuple(written - ack for ack, written, _ip in self.timed)
 
     def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+        return percentile(self.latencies, fraction)
+
+    def quarters(self, fraction: float) -> tuple[float, ...]:
+        """The percentile of the latencies in each quarter of the run (by ACK time): a latency
+        that grows over the run is a sniffer falling behind."""
+        if not self.timed:
+            return ()
+        start, end = self.timed[0][0], self.timed[-1][0]
+        span = max(end - start, 1e-9)
+        parts: list[list[float]] = [[], [], [], []]
+        for ack, written, _ip in self.timed:
+            parts[min(3, int(4 * (ack - start) / span))].append(written - ack)
+        return tuple(percentile(part, fraction) for part in parts)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def available() -> str | None:
@@ -97,12 +120,14 @@ def scratch_redis() -> Iterator[tuple[RedisServer, redis.Redis]]:
         server.close()
 
 
-def run(rate: int, seconds: int) -> LiveResult:
-    """One perfdhcp run at `rate` exchanges a second for `seconds`, sniffed on both legs."""
+def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = ()) -> LiveResult:
+    """One perfdhcp run at `rate` exchanges a second for `seconds`, sniffed on both legs by the
+    sniffer of checkout `tree` (started after `prefix`, as sniff_daemon does)."""
     workdir = Path(tempfile.mkdtemp(prefix="hive-bench-live-"))
     try:
         with scratch_redis() as (server, client), BenchLab(relayed_clients=0) as lab:
-            sniffer = sniff_relay(lab.relay, server.url, workdir / "sniff.log")
+            sniffer = sniff_relay(lab.relay, server.url, workdir / "sniff.log", prefix=prefix,
+                                  env={"PYTHONPATH": str(tree)})
             try:
                 acks = lab.capture("relay", ["up0"], workdir / "up0.pcap")
                 lab.perfdhcp(rate * seconds, rate=rate)
@@ -119,10 +144,10 @@ def run(rate: int, seconds: int) -> LiveResult:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     lost = sum(1 for ip, mac in kea.items() if ours.get(ip) != mac)
-    latencies = tuple(written[ip] - ack_times[ip] for ip in kea
-                      if ip in written and ip in ack_times)
+    timed = sorted((ack_times[ip], written[ip], ip) for ip in kea
+                   if ip in written and ip in ack_times)
     return LiveResult(rate, seconds, len(kea), len(ours), lost, len(ours.keys() - kea.keys()),
-                      len(ack_times), latencies)
+                      len(ack_times), tuple(timed))
 
 
 def settle(client: redis.Redis) -> None:
@@ -173,7 +198,3 @@ def first_acks(pcap: Path) -> dict[str, float]:
         stamp, _, ip = line.partition("\t")
         times.setdefault(ip, float(stamp))
     return times
-
-
-def median(values: tuple[float, ...]) -> float:
-    return statistics.median(values) if values else float("nan")

@@ -703,11 +703,13 @@ def sniff_daemon(ns: Namespace, args: Sequence[str], log: Path, *, prefix: Seque
     return Daemon(ns, argv, log, {"PYTHONPATH": str(REPO), **(env or {})})
 
 
-def sniff_relay(ns: Namespace, redis_url: str, log: Path, *args: str) -> Daemon:
+def sniff_relay(ns: Namespace, redis_url: str, log: Path, *args: str,
+                prefix: Sequence[str] = (), env: dict[str, str] | None = None) -> Daemon:
     """`sniff` on both legs of the lab's relay host (up0, down0), the lab's server allowed, once it
-    captures on both; stopped if it never does."""
+    captures on both; stopped if it never does. `prefix` and `env` as for sniff_daemon (a
+    PYTHONPATH in `env` runs the sniffer of another checkout)."""
     daemon = sniff_daemon(ns, ["-i", "up0", "-i", "down0", "--redis-url", redis_url,
-                               "--allow-server", SERVER_IP, *args], log)
+                               "--allow-server", SERVER_IP, *args], log, prefix=prefix, env=env)
     try:
         daemon.wait_output(r"capturing on up0[\s\S]*capturing on down0|"
                            r"capturing on down0[\s\S]*capturing on up0")
