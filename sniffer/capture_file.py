@@ -1,14 +1,19 @@
 """Reading a capture file: `read_file(path)` yields one Datagram per captured IPv4 UDP datagram on
 a DHCP port, through tshark's field output (default engine) or pyshark's FileCapture in EK mode
 (sniffer.pyshark_engine). `FileCapture` is the same as a context manager that also reports how far
-tshark has read, for a progress bar.
+tshark has read, for a progress bar. The path `-` reads standard input (tshark engine only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import select
 import stat
+import struct
+import subprocess
+import termios
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +32,7 @@ from sniffer.tshark import (
 )
 
 ENGINES = ("tshark", "pyshark")
+STDIN = "-"
 
 
 class FileCapture:
@@ -34,7 +40,8 @@ class FileCapture:
 
     Iterate it once. tshark starts on the first iteration and is stopped and reaped by close(),
     by leaving the `with` block, or when iteration ends; a tshark failure is raised as
-    CaptureError after every datagram tshark printed before it has been yielded.
+    CaptureError (DamagedCapture for a file cut short or corrupt) after every datagram tshark
+    printed before it has been yielded.
     """
 
     def __init__(
@@ -45,13 +52,16 @@ class FileCapture:
                 f"unknown capture engine {engine!r}: use one of {', '.join(ENGINES)}"
             )
         self.path = Path(path)
+        self.stdin = str(path) == STDIN
+        self.label = "standard input" if self.stdin else str(path)  # for messages
         self.ports = check_ports(ports)
         self.engine = engine
-        self.size = _readable_size(self.path)
+        self.size = stdin_size(engine) if self.stdin else _readable_size(self.path)
         self.skipped = 0  # matched frames that are not an IPv4 UDP datagram on our ports
         find_tshark()  # its version is checked if it fails; pyshark's engine reads it
         self._reader: _Reader = (
-            _TsharkReader(self.path) if engine == "tshark" else PysharkReader(self.path)
+            _TsharkReader(self.path, self.label, self.stdin) if engine == "tshark"
+            else PysharkReader(self.path)
         )
         self._iterator: Generator[Datagram, None, None] | None = None
         self._done = False
@@ -71,6 +81,13 @@ class FileCapture:
         if self._iterator is None:
             self._iterator = self._datagrams()
         return self._iterator
+
+    def empty(self) -> bool:
+        """Whether there is nothing at all to read: a 0-byte file, or standard input at its end
+        before any data (waits for the first data or the end, and reads nothing)."""
+        if self.stdin:
+            return _stdin_at_end()
+        return self.size == 0
 
     def bytes_read(self) -> int:
         """How many bytes of the file tshark has read so far (0 while that is unknown)."""
@@ -122,6 +139,35 @@ def _readable_size(path: Path) -> int:
     return info.st_size
 
 
+def stdin_size(engine: str) -> int:
+    """The size of standard input when it is a file (0 for a pipe); CaptureError if `engine`
+    cannot read it, or if it is a terminal, where tshark would wait for a capture typed in."""
+    if engine != "tshark":
+        raise CaptureError(f"the {engine} engine reads only named files, not standard input "
+                           "(-): use the tshark engine")
+    try:
+        info = os.fstat(0)
+    except OSError as error:
+        raise CaptureError(f"standard input: {error.strerror}") from None
+    if os.isatty(0):
+        raise CaptureError("standard input (-) is a terminal, not a capture: pipe one in")
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def _stdin_at_end() -> bool:
+    """Whether standard input holds no data at all. A pipe or socket at its end polls readable
+    with 0 bytes waiting; nothing is read, so tshark still gets all of it."""
+    info = os.fstat(0)
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size - os.lseek(0, 0, os.SEEK_CUR) <= 0
+    select.select([0], [], [])
+    try:
+        waiting = fcntl.ioctl(0, termios.FIONREAD, struct.pack("i", 0))
+    except OSError:
+        return False  # not a pipe or socket (/dev/null, say): tshark will say what it is
+    return bool(struct.unpack("i", waiting)[0] == 0)
+
+
 class _Reader(Protocol):
     def rows(self, ports: frozenset[int]) -> Generator[Sequence[str], None, None]: ...
     def position(self) -> int: ...
@@ -131,15 +177,19 @@ class _Reader(Protocol):
 class _TsharkReader:
     """tshark -T fields: one tab-separated line of FIELDS per matching frame."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, label: str, stdin: bool) -> None:
         self._path = path
+        self._label = label
+        self._stdin = stdin
         self._process: TsharkProcess | None = None
         self._position = 0
-        self._fd: str | None = None  # tshark's descriptor for the file, once found
+        # tshark's descriptor for the file, once found (its standard input, if that is read)
+        self._fd: str | None = "0" if stdin else None
 
     def rows(self, ports: frozenset[int]) -> Generator[Sequence[str], None, None]:
-        argv = tshark_argv(["-r", str(self._path)], ports)
-        self._process = TsharkProcess(argv, str(self._path))
+        argv = tshark_argv(["-r", STDIN if self._stdin else str(self._path)], ports)
+        self._process = TsharkProcess(argv, self._label,
+                                      stdin=0 if self._stdin else subprocess.DEVNULL)
         for line in self._process.lines():
             yield line.rstrip("\n").split("\t")
         self._process.finish()

@@ -17,11 +17,10 @@ from pyshark import ek_field_mapping
 from sniffer.tshark import (
     DISABLED_PROTOCOL,
     PREFERENCES,
-    CaptureError,
     decode_as,
     display_filter,
-    failure_message,
     find_tshark,
+    read_error,
     tshark_version,
 )
 
@@ -79,8 +78,7 @@ class PysharkReader:
         self._capture.close()  # waits for tshark's stderr to end
         status = self._capture.exit_status
         if status:
-            message = failure_message(self._capture.stderr_lines, status)
-            raise CaptureError(f"{self._path}: {message}")
+            raise read_error(str(self._path), self._capture.stderr_lines, status)
 
     def position(self) -> int:
         return 0

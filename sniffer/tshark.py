@@ -62,6 +62,11 @@ class CaptureError(HiveError):
     impossible: a local problem, reported in one line."""
 
 
+class DamagedCapture(CaptureError):
+    """tshark stopped reading a capture and said why (cut short, damaged, not a capture file):
+    the packets it printed before are good, and other captures can still be read."""
+
+
 class _TooOld(CaptureError):
     """tshark is older than MIN_TSHARK_VERSION."""
 
@@ -89,18 +94,32 @@ def tshark_version() -> str:
     return str(version)
 
 
-def _explain(failure: str) -> str:
-    """Why tshark exited with an error: that it is too old, if it is, else what it said.
+def _too_old() -> str | None:
+    """Why tshark failed if it is too old for our fields (it refuses to start), else None.
 
-    The version is only asked now, after a failure (a tshark too old for our fields refuses to
-    start): `tshark -v` before every run took 0.2 s, a tenth of a 100,000-packet replay."""
+    The version is only asked after a failure: `tshark -v` before every run took 0.2 s, a tenth
+    of a 100,000-packet replay."""
     try:
         tshark_version()
     except _TooOld as error:
         return str(error)
     except CaptureError:
         pass  # the version cannot be read either: tshark's own complaint says more
-    return failure
+    return None
+
+
+def read_error(label: str, stderr_lines: Iterable[str], status: int) -> CaptureError:
+    """The error of a tshark that exited with `status` (negative: killed by that signal) while
+    reading the capture `label`: DamagedCapture when it complained about its input, a plain
+    CaptureError when it is too old or was killed."""
+    message = failure_message(stderr_lines, status)
+    if status < 0:
+        return CaptureError(f"{label}: {message}")
+    too_old = _too_old()
+    if too_old is not None:
+        return CaptureError(f"{label}: {too_old}")
+    # tshark names the file again, as it was given: the label says it once.
+    return DamagedCapture(f"{label}: " + message.replace(f'The file "{label}" ', "The file "))
 
 
 def decode_as(ports: Iterable[int]) -> dict[str, str]:
@@ -229,20 +248,24 @@ class TsharkProcess:
         return self._popen.stdout
 
     def finish(self) -> None:
-        """Wait for the exit after end of output; CaptureError if tshark failed."""
-        failure = self.failure()
-        if failure is not None:
-            raise CaptureError(f"{self._label}: {failure}")
+        """Wait for the exit after end of output; CaptureError (see read_error) if tshark
+        failed."""
+        status = self._popen.wait()
+        if status != 0:
+            raise read_error(self._label, self._stderr_lines(), status)
 
     def failure(self) -> str | None:
         """Wait for the exit; None if tshark succeeded, else why it failed, in one line."""
         status = self._popen.wait()
         if status == 0:
             return None
+        message = failure_message(self._stderr_lines(), status)
+        # < 0: we or someone killed it
+        return (_too_old() or message) if status > 0 else message
+
+    def _stderr_lines(self) -> list[str]:
         self._stderr.seek(0)
-        lines = self._stderr.read().decode("utf-8", "replace").splitlines()
-        message = failure_message(lines, status)
-        return _explain(message) if status > 0 else message  # < 0: we or someone killed it
+        return self._stderr.read().decode("utf-8", "replace").splitlines()
 
     def kill(self) -> None:
         if self.running():
