@@ -17,14 +17,14 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from sniffer import __version__
 from sniffer import config as config_file
-from sniffer.capture_file import FileCapture
+from sniffer.capture_file import STDIN, FileCapture, stdin_size
+from sniffer.commands import RejectReason
 from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis, redact
-from sniffer.dhcp import Datagram, DhcpMessage, Dropped, decode
+from sniffer.dhcp import DhcpMessage, Dropped, decode
 from sniffer.dumpcap import DUMPCAP_BUFFER_MIB
 from sniffer.errors import HiveError
 from sniffer.keys import Keys
@@ -32,6 +32,7 @@ from sniffer.lease import Lease
 from sniffer.live import SniffConfig, Sniffer, run_sniffer, run_sniffer_with_view
 from sniffer.logs import configure_logging, log
 from sniffer.pipeline import Pipeline
+from sniffer.replay import Pace, replay_files, summary
 from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 from sniffer.tshark import DEFAULT_PORTS
@@ -53,11 +54,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 class Engine(StrEnum):
     tshark = "tshark"
     pyshark = "pyshark"
-
-
-class Pace(StrEnum):
-    fast = "fast"
-    realtime = "realtime"
 
 
 class SortKey(StrEnum):
@@ -201,8 +197,14 @@ def _tracker_config(allow_server: list[str] | None, strict_source: bool,
     )
 
 
-def _existing_files(files: list[Path]) -> list[Path]:
+def _existing_files(files: list[Path], engine: Engine) -> list[Path]:
+    """The files, each one there; `-` (standard input) at most once, and readable by `engine`."""
+    if [str(path) for path in files].count(STDIN) > 1:
+        raise UsageProblem("standard input (-) can be read only once")
     for path in files:
+        if str(path) == STDIN:
+            stdin_size(engine.value)
+            continue
         if not path.exists():
             raise UsageProblem(f"{path}: no such file")
         if not path.is_file():
@@ -271,8 +273,9 @@ def _main(
 @app.command()
 @reports_errors
 def replay(
-    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files, replayed in order.",
-                                                metavar="FILE", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(
+        help="pcap or pcapng files, replayed in order; - reads standard input.", metavar="FILE",
+        show_default=False)],
     redis_url: RedisUrl = None,
     redis_password_file: RedisPasswordFile = None,
     redis_ca: RedisCa = None,
@@ -294,9 +297,12 @@ def replay(
     prefix_len: PrefixLen = 24,
     bootp: Bootp = True,
 ) -> None:
-    """Replay capture files into Redis, as if the traffic were live."""
+    """Replay capture files into Redis, as if the traffic were live.
+
+    A damaged file (cut short, corrupt, not a capture) is a warning: what it held before the
+    damage is replayed, the next files too, and the exit code is 1."""
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
-    _existing_files(files)
+    _existing_files(files, engine)
     config = _tracker_config(allow_server, strict_source, trusted_relay, supersede, prefix_len,
                              bootp, capture_clock=as_captured)
     if not config.allowed_servers:
@@ -308,74 +314,21 @@ def replay(
         pipeline = Pipeline(tracker, store)
         started = time.monotonic()
         try:
-            if err.is_terminal:
-                _replay_with_progress(pipeline, files, engine, pace)
-            else:
-                for path in files:
-                    with FileCapture(path, engine=engine.value) as capture:
-                        pipeline.process(_paced(capture, pace))
+            damaged = replay_files(pipeline, [str(path) for path in files], engine.value, pace,
+                                   lambda warning: err.print(safe(f"warning: {warning}")),
+                                   progress_on=err if err.is_terminal else None)
         finally:
-            # What was read before a broken file or an interrupt stays written.
+            # What was read before an interrupt or a fatal error stays written.
             pipeline.flush()
-    stats = pipeline.stats
-    elapsed = time.monotonic() - started
-    out.print(
-        f"{len(files)} file{'s' if len(files) != 1 else ''}: {stats['packets']:,} packets, "
-        f"{stats['messages']:,} DHCP messages, {stats['written']:,} leases written, "
-        f"{stats['deleted']:,} deleted, {stats['rejected']:,} replies rejected, "
-        f"{stats['malformed']:,} malformed packets dropped ({elapsed:.1f}s)"
-    )
+    out.print(summary(len(files), pipeline.stats,
+                      {reason: tracker.counters[reason] for reason in RejectReason},
+                      time.monotonic() - started))
     if pipeline.rogue:
         servers = ", ".join(f"{server} ({count:,})" for server, count
                             in pipeline.rogue.most_common())
         out.print(f"rogue DHCP servers (replies rejected, not written): {servers}")
-
-
-def _paced(datagrams: Iterable[Datagram], pace: Pace) -> Iterator[Datagram]:
-    if pace is Pace.fast:
-        yield from datagrams
-        return
-    first: float | None = None
-    started = time.monotonic()
-    for datagram in datagrams:
-        if first is None:
-            first = datagram.ts
-        delay = (datagram.ts - first) - (time.monotonic() - started)
-        if delay > 0:
-            time.sleep(delay)
-        yield datagram
-
-
-def _replay_with_progress(pipeline: Pipeline, files: list[Path], engine: Engine,
-                          pace: Pace) -> None:
-    stats = pipeline.stats
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[packets]:>10,} packets {task.fields[leases]:>8,} leases "
-                   "{task.fields[rate]:>8,.0f}/s"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as progress:
-        for path in files:
-            with FileCapture(path, engine=engine.value) as capture:
-                task = progress.add_task(str(path.name), total=capture.size or None,
-                                         packets=0, leases=0, rate=0.0)
-                started = time.monotonic()
-                first_packets = stats["packets"]
-                for n, datagram in enumerate(_paced(capture, pace), 1):
-                    pipeline.feed(datagram)
-                    if n % 1000 == 0:
-                        _update(progress, task, capture, stats, started, first_packets)
-                _update(progress, task, capture, stats, started, first_packets)
-                progress.update(task, completed=capture.size or 1, total=capture.size or 1)
-
-
-def _update(progress: Progress, task: object, capture: FileCapture, stats: dict[str, int],
-            started: float, first_packets: int) -> None:
-    elapsed = max(time.monotonic() - started, 1e-6)
-    packets = stats["packets"] - first_packets
-    progress.update(task, completed=capture.bytes_read(), packets=packets,  # type: ignore[arg-type]
-                    leases=stats["written"], rate=packets / elapsed)
+    if damaged:
+        raise typer.Exit(1)
 
 
 # ---- leases ----------------------------------------------------------------------------------
@@ -558,14 +511,15 @@ def _ip_or_mac(value: str) -> str:
 @app.command("decode")
 @reports_errors
 def decode_files(
-    files: Annotated[list[Path], typer.Argument(help="pcap or pcapng files.", metavar="FILE",
-                                                show_default=False)],
+    files: Annotated[list[Path], typer.Argument(
+        help="pcap or pcapng files; - reads standard input.", metavar="FILE",
+        show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per DHCP message "
                                           "(JSON Lines).")] = False,
     engine: EngineOpt = Engine.tshark,
 ) -> None:
     """Print the DHCP messages in capture files, decoded as the tracker sees them."""
-    _existing_files(files)
+    _existing_files(files, engine)
     dropped = 0
     if not as_json:
         out.print(Text(_DECODE_HEADER, style="bold"))

@@ -19,15 +19,22 @@ from sniffer.lease import Lease
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None,
             base_env: Mapping[str, str] | None = None, cwd: Path = REPO,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`dhcp-hive-mind ARGS` from this checkout, in a process of its own: no standard input,
-    output captured as text, the exit code left to the caller. `env` is added to `base_env`
-    (this process's environment unless given)."""
+            timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """`dhcp-hive-mind ARGS` from this checkout, in a process of its own: no standard input
+    (or `stdin`'s bytes through a pipe), output captured as text, the exit code left to the
+    caller. `env` is added to `base_env` (this process's environment unless given)."""
     environment = {**(os.environ if base_env is None else base_env), "PYTHONPATH": str(REPO),
                    **(env or {})}
-    return subprocess.run([sys.executable, "-m", "sniffer", *args], cwd=cwd, env=environment,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    done = subprocess.run([sys.executable, "-m", "sniffer", *args], cwd=cwd, env=environment,
+                          stdin=subprocess.DEVNULL if stdin is None else None, input=stdin,
+                          capture_output=True, timeout=timeout, check=False)
+    return subprocess.CompletedProcess(done.args, done.returncode, _text(done.stdout),
+                                       _text(done.stderr))
+
+
+def _text(output: bytes) -> str:
+    """As text=True reads it: UTF-8 with universal newlines."""
+    return output.decode().replace("\r\n", "\n").replace("\r", "\n")
 
 
 def build_lease(ip: str, *, lease_time: int = 3600, updated: int | None = None,
