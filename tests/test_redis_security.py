@@ -168,7 +168,7 @@ FAILURES: dict[str, tuple[Callable[[TlsRedis, Path, Path], list[str]], str]] = {
         r"REDIS_PASSWORD or --redis-password-file\)"),
     "TLS files for redis://": (
         lambda r, pw, tmp: [r.url.replace("rediss:", "redis:"), *r.files()],
-        r"TLS files are for a rediss:// URL, not redis://hive@127\.0\.0\.1:\d+/0"),
+        r"TLS files are for a rediss:// or rediss\+sentinel:// URL, not redis://hive@127\.0\.0\.1:\d+/0"),
     "a password twice": (
         lambda r, pw, tmp: [r.url.replace("hive@", f"hive:{PASSWORD}@"), "--redis-password-file",
                             str(pw), *r.files()],
