@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from sniffer import __version__
+from sniffer import __version__, export
 from sniffer import config as config_file
 from sniffer.capture_file import STDIN, FileCapture, stdin_size
 from sniffer.commands import RejectReason
@@ -27,8 +27,10 @@ from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis, 
 from sniffer.dhcp import DhcpMessage, Dropped, decode
 from sniffer.dumpcap import DUMPCAP_BUFFER_MIB
 from sniffer.errors import HiveError
+from sniffer.export import Format
 from sniffer.keys import Keys
-from sniffer.lease import Lease
+from sniffer.lease import LeaseRow
+from sniffer.listing import Query, SortKey, listing
 from sniffer.live import SniffConfig, Sniffer, run_sniffer, run_sniffer_with_view
 from sniffer.logs import configure_logging, log
 from sniffer.pipeline import Pipeline
@@ -36,7 +38,7 @@ from sniffer.replay import Pace, replay_files, summary
 from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 from sniffer.tshark import DEFAULT_PORTS
-from sniffer.view import duration, history_table, lease_table, run_view, safe
+from sniffer.view import duration, history_table, hostname_width, lease_table, run_view, safe
 
 app = typer.Typer(
     name="dhcp-hive-mind",
@@ -54,14 +56,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 class Engine(StrEnum):
     tshark = "tshark"
     pyshark = "pyshark"
-
-
-class SortKey(StrEnum):
-    ip = "ip"
-    expires = "expires"
-    hostname = "hostname"
-    mac = "mac"
-    updated = "updated"
 
 
 class _Settings:
@@ -93,6 +87,11 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             err.print(Text("dhcp-hive-mind: interrupted"))
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader has gone (`leases | head`): stop quietly, as a command killed by SIGPIPE
+            # would, and send what is still buffered nowhere.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
 
     return wrapper
 
@@ -346,9 +345,15 @@ def leases(
     redis_key: RedisKey = None,
     key_prefix: KeyPrefix = "",
     namespace: Namespace = "dhcp-hive-mind",
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
-    ip: Annotated[str | None, typer.Option("--ip", help="Only this address.",
-                                           show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="A JSON array, one object per lease, written as the leases are read.")
+    ] = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON Lines: one object a line.")
+                        ] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV, with a header row.")] = False,
+    ip: Annotated[str | None, typer.Option(
+        "--ip", metavar="IP|PREFIX", help="Only this address, or the addresses in this prefix "
+        "(10.1.0.0/16).", show_default=False)] = None,
     mac: Annotated[str | None, typer.Option("--mac", help="Only this MAC address.",
                                             show_default=False)] = None,
     hostname: Annotated[str | None, typer.Option(
@@ -361,52 +366,78 @@ def leases(
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between reads "
                                             "with --watch.")] = 2.0,
 ) -> None:
-    """List the current leases."""
+    """List the current leases: a table on a terminal, plain columns in a pipe, or JSON, JSON
+    Lines or CSV."""
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
-    if ip is not None:
-        ip = str(_single(_ipv4([ip], "--ip")))
-    if mac is not None:
-        mac = _normal_mac(mac)
-    if watch and as_json:
-        raise UsageProblem("--watch shows a table; it cannot be combined with --json")
-
-    def read(store: LeaseStore) -> list[tuple[Lease, int]]:
-        found = store.current(ip=ip, mac=mac, hostname=hostname)
-        found.sort(key=_sort_key(sort), reverse=reverse)
-        return found
-
+    formats = [fmt for fmt, chosen in ((Format.json, as_json), (Format.jsonl, as_jsonl),
+                                       (Format.csv, as_csv)) if chosen]
+    if len(formats) > 1:
+        raise UsageProblem("--json, --jsonl and --csv each choose the output: give one")
+    if watch and formats:
+        raise UsageProblem(f"--watch shows a table; it cannot be combined with --{formats[0]}")
+    query = Query(network=_network(ip) if ip is not None else None,
+                  mac=_normal_mac(mac) if mac is not None else None, hostname=hostname,
+                  sort=sort, reverse=reverse)
     with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
         if watch:
-            _watch_leases(store, read, interval)
-            return
-        rows = read(store)
-    if as_json:
-        # ASCII only: whatever another program wrote into Redis prints as \u escapes.
-        out.print_json(data=[_lease_json(lease, ttl) for lease, ttl in rows], ensure_ascii=True)
-        return
-    if not rows:
-        err.print("No leases.")
-        return
-    out.print(lease_table(rows))
+            _watch_leases(store, query, interval)
+        elif formats or not out.is_terminal:
+            fmt = formats[0] if formats else Format.plain
+            # Strings from Redis are escaped already; a terminal that cannot show the rest of
+            # Unicode gets backslash escapes rather than an error.
+            sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+            count = export.write(fmt, listing(store, query, export.LINES[fmt][0]), sys.stdout)
+            if not count and fmt is Format.plain:
+                err.print("No leases.")
+        elif not _table_pages(listing(store, query, _same)):
+            err.print("No leases.")
 
 
-def _watch_leases(store: LeaseStore, read: Callable[[LeaseStore], list[tuple[Lease, int]]],
-                  interval: float) -> None:
-    """Redraw the table in place every `interval` seconds until Ctrl-C, which ends it cleanly."""
+def _same(row: LeaseRow) -> LeaseRow:
+    return row
+
+
+def _table_pages(batches: Iterable[list[LeaseRow]]) -> int:
+    """The table a batch at a time: each page a table of its own, printed as it is read, in
+    the columns of the first; how many leases."""
+    count, width = 0, None
+    for batch in batches:
+        if batch:
+            width = width or hostname_width(batch)
+            out.print(lease_table(batch, header=not count, width=width))
+            count += len(batch)
+    return count
+
+
+def _watch_leases(store: LeaseStore, query: Query, interval: float) -> None:
+    """Redraw the table in place every `interval` seconds until Ctrl-C, which ends it cleanly.
+    The table holds as many leases as the terminal has lines for."""
     with Live(console=out, auto_refresh=False, redirect_stderr=False) as live:
         try:
             while True:
-                rows = read(store)
-                title = (f"{len(rows):,} lease{'s' if len(rows) != 1 else ''} at "
+                shown: list[LeaseRow] = []
+                count = 0
+                room = max(1, out.size.height - 5)  # title, header, rule, and the cursor
+                for batch in listing(store, query, _same):
+                    shown += batch[:room - len(shown)]
+                    count += len(batch)
+                title = (f"{count:,} lease{'s' if count != 1 else ''} at "
                          f"{time.strftime('%H:%M:%S')}, every {interval:g}s (Ctrl-C ends)")
-                live.update(lease_table(rows, title=title), refresh=True)
+                if len(shown) < count:
+                    title += f"; the first {len(shown):,}"
+                live.update(lease_table(shown, title=title), refresh=True)
                 time.sleep(interval)
         except KeyboardInterrupt:
             pass
 
 
-def _single(values: frozenset[str]) -> str:
-    return next(iter(values))
+def _network(value: str) -> ipaddress.IPv4Network:
+    """An address (a /32) or a prefix; host bits in a prefix are ignored (10.1.2.3/16)."""
+    try:
+        return ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an IPv4 address or prefix",
+                                 param_hint="--ip") from None
 
 
 def _normal_mac(value: str) -> str:
@@ -418,29 +449,6 @@ def _normal_mac(value: str) -> str:
     if not 1 <= len(raw) <= 16:
         raise typer.BadParameter(f"{value!r} is not a MAC address", param_hint="--mac")
     return ":".join(f"{b:02x}" for b in raw)
-
-
-def _sort_key(sort: SortKey) -> Callable[[tuple[Lease, int]], tuple[object, ...]]:
-    def key(row: tuple[Lease, int]) -> tuple[object, ...]:
-        lease, ttl = row
-        ip_key = int(ipaddress.IPv4Address(lease.ip))
-        if sort is SortKey.expires:
-            return (ttl < 0, ttl, ip_key)
-        if sort is SortKey.hostname:
-            return ((lease.hostname or "").lower(), ip_key)
-        if sort is SortKey.mac:
-            return (lease.mac or "", ip_key)
-        if sort is SortKey.updated:
-            return (-lease.updated, ip_key)
-        return (ip_key,)
-
-    return key
-
-
-def _lease_json(lease: Lease, ttl: int) -> dict[str, object]:
-    fields: dict[str, object] = dict(lease.detail_fields())
-    fields["ttl"] = ttl
-    return fields
 
 
 # ---- view and history ------------------------------------------------------------------------

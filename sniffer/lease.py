@@ -3,7 +3,9 @@ by the tracker and the store."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sniffer.dhcp import ZERO
 
@@ -65,22 +67,54 @@ class Lease:
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Lease:
-        """Parse a detail hash; raises ValueError (or KeyError) on a record that is not ours."""
-        expires_text = fields["expires"]
-        return cls(
-            ip=fields["ip"],
-            mac=fields.get("mac"),
-            htype=int(fields["htype"]),
-            client_id=fields.get("client_id"),
-            hostname=fields.get("hostname"),
-            hostname_src=fields.get("hostname_src"),
-            expires=None if expires_text == "infinite" else int(expires_text),
-            lease_time=int(fields["lease_time"]),
-            server=fields["server"],
-            giaddr=fields.get("giaddr", ZERO),
-            circuit_id=fields.get("circuit_id"),
-            remote_id=fields.get("remote_id"),
-            xid=int(fields["xid"], 16),
-            updated=int(fields["updated"]),
-            kind=fields.get("kind", "dhcp"),
-        )
+        """Parse a detail hash; raises ValueError on a record that is not ours."""
+        return cls(*parse_detail([fields.get(name) for name in DETAIL_FIELDS]))
+
+
+class LeaseRow(NamedTuple):
+    """A lease as `leases` lists it: Lease's fields in its order, typed, then the record's TTL in
+    seconds (-1: infinite). A tuple, so that 100k of them cost little to build and to keep."""
+
+    ip: str
+    mac: str | None
+    htype: int
+    client_id: str | None
+    hostname: str | None
+    hostname_src: str | None
+    expires: int | None
+    lease_time: int
+    server: str
+    giaddr: str
+    circuit_id: str | None
+    remote_id: str | None
+    xid: int
+    updated: int
+    kind: str
+    ttl: int
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(*self[:-1])
+
+
+DETAIL_FIELDS: tuple[str, ...] = LeaseRow._fields[:-1]  # the detail hash's, Lease's order
+
+
+# Lease's fields as a tuple, in its order.
+LeaseValues = tuple[str, str | None, int, str | None, str | None, str | None, int | None, int, str,
+                    str, str | None, str | None, int, int, str]
+
+
+def parse_detail(values: Sequence[str | None]) -> LeaseValues:
+    """A detail hash's values (in DETAIL_FIELDS order, None where absent) typed as Lease's
+    fields; raises ValueError on a record that is not ours (a required field missing, a number
+    that is not one)."""
+    (ip, mac, htype, client_id, hostname, hostname_src, expires, lease_time, server, giaddr,
+     circuit_id, remote_id, xid, updated, kind) = values
+    if (ip is None or server is None or expires is None or htype is None or lease_time is None
+            or xid is None or updated is None):
+        raise ValueError("not a detail hash")
+    return (ip, mac, int(htype), client_id, hostname, hostname_src,
+            None if expires == "infinite" else int(expires), int(lease_time), server,
+            ZERO if giaddr is None else giaddr, circuit_id, remote_id, int(xid, 16),
+            int(updated), "dhcp" if kind is None else kind)

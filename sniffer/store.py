@@ -16,6 +16,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.resources import files
 from typing import Any, TypeVar
 
@@ -27,10 +28,11 @@ from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.connection import close_redis, redis_errors
 from sniffer.dhcp import ZERO
 from sniffer.keys import Keys, ipv4_number
-from sniffer.lease import INFINITE, Lease
+from sniffer.lease import DETAIL_FIELDS, INFINITE, Lease, LeaseRow, parse_detail
 
 T = TypeVar("T")
 BATCH = 1000  # keys per read pipeline: 100k leases load in about 100 round trips
+SCAN_BATCH = 10_000  # members of the expiry set per ZSCAN step
 # Rogue servers counted one by one, in the rogue-server hash and in a sniffer's own summary;
 # forged server identifiers must not grow either without end.
 ROGUE_SERVERS_MAX = 1000
@@ -40,7 +42,11 @@ def _lua(name: str) -> str:
     return (files("sniffer") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
-WRITE_LUA, RECORDS_LUA, PRUNE_LUA = _lua("write"), _lua("records"), _lua("prune")
+WRITE_LUA, RECORDS_LUA, DETAILS_LUA, PRUNE_LUA = (
+    _lua("write"), _lua("records"), _lua("details"), _lua("prune"))
+# A lease's place in the expiry set: its expiry (Redis's clock, inf when infinite), its address
+# as a number, the address.
+IndexEntry = tuple[float, int, str]
 
 
 def _text(value: Any) -> str:
@@ -81,6 +87,10 @@ def _extra(**fields: str | None) -> dict[str, str]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def _number(entry: IndexEntry) -> int:
+    return entry[1]
+
+
 def _ip_order(row: tuple[Lease, int]) -> int:
     return int(ipaddress.IPv4Address(row[0].ip))
 
@@ -101,6 +111,7 @@ class LeaseStore:
         self._write_loaded = False  # whether this store has loaded write.lua into Redis yet
         self._prune_script = client.register_script(PRUNE_LUA)
         self._records_script = client.register_script(RECORDS_LUA)
+        self._details_script = client.register_script(DETAILS_LUA)
 
     def close(self) -> None:
         close_redis(self.client)
@@ -195,8 +206,8 @@ class LeaseStore:
     def load(self) -> list[Lease]:
         """Every current record, for Tracker.restore at start-up (R-RD-6: what a restart needs
         is in Redis)."""
-        with redis_errors("read"):
-            return self._records(self._expiry_members(), self.keys.expiry)
+        ips = [ip for _expiry, _number, ip in self.expiry_index()]
+        return [row.lease for batch in self.rows(ips, indexed=True) for row in batch]
 
     def current(self, ip: str | None = None, mac: str | None = None,
                 hostname: str | None = None, *,
@@ -206,20 +217,66 @@ class LeaseStore:
         Filters combine; `hostname` is a case-insensitive substring. With `include_foreign`,
         seed hashes that other programs wrote (no detail hash) come too, as kind "foreign".
         """
-        with redis_errors("read"):
-            if ip is not None:
-                leases = self._records([ip], None)
-            elif mac is not None:
-                index = self.keys.by_mac(mac.lower())
-                leases = self._records(self._members(index), index, mac=mac.lower())
-            else:
-                leases = self._records(self._expiry_members(), self.keys.expiry)
-            rows = self._with_ttls([lease for lease in leases
-                                    if _matches(lease, ip, mac, hostname)])
-            if include_foreign:
+        if ip is not None:
+            batches = self.rows([ip])
+        elif mac is not None:
+            batches = self.rows_of_mac(mac)
+        else:
+            batches = self.rows([ip for _e, _n, ip in sorted(self.expiry_index(), key=_number)],
+                                indexed=True)
+        rows = [(row.lease, row.ttl) for batch in batches for row in batch
+                if _matches(row.lease, ip, mac, hostname)]
+        if include_foreign:
+            with redis_errors("read"):
                 foreign = self._foreign([self.keys.seed(ip)] if ip is not None else None)
-                rows += [row for row in foreign if _matches(row[0], ip, mac, hostname)]
+            rows += [row for row in foreign if _matches(row[0], ip, mac, hostname)]
         return sorted(rows, key=_ip_order)
+
+    def expiry_index(self, network: ipaddress.IPv4Network | None = None) -> list[IndexEntry]:
+        """Our leases as the expiry set lists them, each once, read a batch at a time (ZSCAN,
+        which returns every member that was there throughout, some maybe twice); only those in
+        `network` if given. Members that are not addresses are left out."""
+        found: dict[str, IndexEntry] = {}
+        first, last = ((int(network.network_address), int(network.broadcast_address))
+                       if network is not None else (0, 2**32 - 1))
+        cursor = 0
+        with redis_errors("read"):
+            while True:
+                cursor, page = self.client.zscan(self.keys.expiry, cursor, count=SCAN_BATCH)
+                for member, expiry in page:
+                    ip = _text(member)
+                    number = ipv4_number(ip)
+                    if number is not None and first <= number <= last:
+                        found[ip] = (float(expiry), number, ip)
+                if cursor == 0:
+                    return list(found.values())
+
+    def rows(self, ips: Sequence[str], *, indexed: bool = False,
+             mac: str | None = None) -> Iterator[list[LeaseRow]]:
+        """The records at `ips` with their TTL, in that order, a batch at a time; the next batch
+        is read while the caller works on this one. Addresses without a record are left out,
+        and so are records that Lease cannot parse (counted as skipped). `indexed`: the
+        addresses came from the expiry set, whose members without a record are pruned; `mac`:
+        they came from that MAC's set, where a record of another MAC is stale too."""
+        source = self.keys.expiry if indexed else self.keys.by_mac(mac) if mac else None
+        batches = list(_batches(ips))
+        if not batches:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="leases-read") as reader:
+            pending: Future[list[LeaseRow]]
+            pending = reader.submit(self._read_rows, batches[0], source, mac)
+            for batch in batches[1:]:
+                done = pending.result()
+                pending = reader.submit(self._read_rows, batch, source, mac)
+                yield done
+            yield pending.result()
+
+    def rows_of_mac(self, mac: str) -> Iterator[list[LeaseRow]]:
+        """The records of this MAC (any case), a batch at a time, in address order."""
+        mac = mac.lower()
+        with redis_errors("read"):
+            ips = self._members(self.keys.by_mac(mac))
+        return self.rows(sorted(ips, key=lambda ip: ipv4_number(ip) or -1), mac=mac)
 
     def history(self, ip_or_mac: str | None = None, limit: int = 50) -> list[dict[str, str]]:
         """Events newest first, those naming this address, MAC or client-id; each with its
@@ -294,8 +351,7 @@ class LeaseStore:
 
     def lease_ips(self) -> list[str]:
         """Every address in the expiry set: our leases, including those without a seed hash."""
-        with redis_errors("read"):
-            return self._expiry_members()
+        return [ip for _expiry, _number, ip in self.expiry_index()]
 
     def server_time(self) -> float:
         """Redis's clock in Unix seconds, to place stream ids (Redis milliseconds) in local time."""
@@ -311,40 +367,36 @@ class LeaseStore:
         streams = reply.values() if isinstance(reply, dict) else (e for _s, e in reply)
         return [entry for entries in streams for entry in _entries(entries)]
 
-    def _expiry_members(self) -> list[str]:
-        return [_text(m) for m in self.client.zrange(self.keys.expiry, 0, -1)]
-
     def _members(self, key: str) -> list[str]:
-        return sorted(_text(m) for m in self.client.smembers(key))
+        return [_text(m) for m in self.client.smembers(key)]
 
-    def _records(self, ips: Sequence[str], source: str | None, *,
-                 mac: str | None = None) -> list[Lease]:
-        """The detail hashes at `ips`. `source` is the expiry set or the `mac` index the
-        addresses came from; members whose record has gone (expired, or moved to another MAC)
-        are pruned from it."""
-        leases: list[Lease] = []
-        stale: list[str] = []
-        for batch in _batches(ips):
-            pipe = self.client.pipeline(transaction=False)
-            for ip in batch:
-                pipe.hgetall(self.keys.lease(ip))
-            for ip, raw in zip(batch, pipe.execute(), strict=True):
-                lease = self._parse(_fields(raw)) if raw else None
-                if not raw or (mac is not None and lease is not None and lease.mac != mac):
+    def _read_rows(self, ips: Sequence[str], source: str | None,
+                   mac: str | None) -> list[LeaseRow]:
+        with redis_errors("read"):
+            keys = [self.keys.lease(ip) for ip in ips]
+            reply = json.loads(_text(self._details_script(keys=keys, args=DETAIL_FIELDS)))
+            rows: list[LeaseRow] = []
+            stale: list[str] = []
+            for ip, record in zip(ips, reply, strict=True):
+                if record is False:  # not a hash: not ours
+                    self.counters["skipped"] += 1
+                    continue
+                ttl = record.pop()
+                if ttl == -2:
                     stale.append(ip)
-                elif lease is not None:
-                    leases.append(lease)
-        if source is not None:
-            self._prune(source, stale, mac)
-        return leases
-
-    def _with_ttls(self, leases: Sequence[Lease]) -> list[tuple[Lease, int]]:
-        rows: list[tuple[Lease, int]] = []
-        for batch in _batches(leases):
-            pipe = self.client.pipeline(transaction=False)
-            for lease in batch:
-                pipe.ttl(self.keys.lease(lease.ip))
-            rows += zip(batch, map(int, pipe.execute()), strict=True)
+                    continue
+                try:
+                    row = LeaseRow(*parse_detail([None if value is False else value
+                                                  for value in record]), ttl)
+                except ValueError:
+                    self.counters["skipped"] += 1
+                    continue
+                if mac is not None and row.mac != mac:
+                    stale.append(ip)
+                else:
+                    rows.append(row)
+            if source is not None and stale:
+                self._prune(source, stale, mac)
         return rows
 
     def _parse(self, fields: dict[str, str]) -> Lease | None:

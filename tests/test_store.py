@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from sniffer.commands import Command, Grant, Rejected, Revoke
 from sniffer.connection import StoreError, default_state_dir, mask_url, open_redis
 from sniffer.dhcp import ACK, NAK, DhcpMessage
 from sniffer.keys import Keys
-from sniffer.lease import INFINITE, Lease
+from sniffer.lease import INFINITE, Lease, LeaseRow
 from sniffer.store import LeaseStore
 
 IP = "192.0.2.100"
@@ -337,6 +338,29 @@ def test_current_prunes_a_stale_mac_index_entry(store: LeaseStore,
     assert store.current(mac=MAC_A) == []
     assert rclient.exists(f"{NS}:mac:{MAC_A}") == 0
     assert [lease for lease, _ in store.current(mac=MAC_B)] == [moved]
+
+
+def test_rows_keep_the_order_asked_for_across_batches(store: LeaseStore,
+                                                     rclient: redis.Redis) -> None:
+    leases = [make_lease(f"10.{n // 250}.{n % 250}.1", xid=n) for n in range(2500)]
+    for start in range(0, len(leases), 1000):
+        apply(store, *(Grant(lease, "granted") for lease in leases[start:start + 1000]))
+    rclient.delete(f"{NS}:lease:{leases[5].ip}")  # as if it had expired
+    rclient.set(f"{NS}:lease:10.99.0.1", "not a hash")  # another program's key, in the way
+    rclient.zadd(f"{NS}:expiry", {"10.99.0.1": 1})
+    wanted = [lease.ip for lease in reversed(leases)] + ["10.99.0.1"]
+    batches = list(store.rows(wanted, indexed=True))
+    assert [len(batch) for batch in batches] == [1000, 1000, 499]
+    rows = [row for batch in batches for row in batch]
+    assert [row.lease for row in rows] == [lease for lease in reversed(leases)
+                                           if lease.ip != leases[5].ip]
+    assert all(3590 <= row.ttl <= 3600 for row in rows)
+    # A row is the lease's fields, typed, then its TTL.
+    assert LeaseRow._fields == (*(field.name for field in dataclasses.fields(Lease)), "ttl")
+    assert store.counters == {"skipped": 1, "pruned": 1}  # the string; the expired lease
+    assert rclient.zscore(f"{NS}:expiry", leases[5].ip) is None
+    assert [ip for _expiry, _number, ip in store.expiry_index(
+        ipaddress.IPv4Network("10.0.0.0/29"))] == ["10.0.0.1"]
 
 
 def test_pruning_never_undoes_a_fresh_write(store: LeaseStore, rclient: redis.Redis) -> None:

@@ -4,13 +4,15 @@ untrusted; strings become rich Text (never markup) with control characters shown
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from sniffer.dhcp import ZERO
 from sniffer.escape import printable
-from sniffer.lease import Lease
+from sniffer.lease import LeaseRow
 
 
 def safe(value: object, style: str = "") -> Text:
@@ -31,22 +33,38 @@ def duration(seconds: int | None) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
-def lease_table(rows: list[tuple[Lease, int]], title: str | None = None) -> Table:
-    """The `leases` table: one row per (lease, TTL in seconds, -1 for infinite)."""
-    table = Table(title=title, header_style="bold", expand=False)
-    for column, justify in (("IP", "left"), ("MAC", "left"), ("Hostname", "left"),
-                            ("Expires in", "right"), ("Server", "left"), ("Relay", "left"),
-                            ("Kind", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for lease, ttl in rows:
+# The `leases` table's columns and their widths (0: the hostname's, set per listing).
+LEASE_COLUMNS = (("IP", 15), ("MAC", 17), ("Hostname", 0), ("Expires in", 10), ("Server", 15),
+                 ("Relay", 15), ("Kind", 5))
+HOSTNAME_WIDTHS = (8, 40)  # the narrowest and widest the Hostname column is made
+
+
+def hostname_width(rows: Sequence[LeaseRow]) -> int:
+    """A Hostname column as wide as the longest of these (within HOSTNAME_WIDTHS)."""
+    narrowest, widest = HOSTNAME_WIDTHS
+    return max(narrowest, min(widest, max((len(printable(row.hostname)) for row in rows),
+                                          default=0)))
+
+
+def lease_table(rows: Sequence[LeaseRow], title: str | None = None, *, header: bool = True,
+                width: int | None = None) -> Table:
+    """The `leases` table on a terminal, one row per lease. Its columns have fixed widths
+    (`width`: the Hostname's; longer values wrap) and no outer edge, so that the pages of a long
+    listing, each a table of its own with the header on the first only, print as one table."""
+    table = Table(title=title, header_style="bold", box=box.HEAVY_HEAD, show_edge=False,
+                  show_header=header)
+    for column, fixed in LEASE_COLUMNS:
+        table.add_column(column, width=fixed or width or hostname_width(rows), overflow="fold",
+                         justify="right" if column == "Expires in" else "left")
+    for row in rows:
         table.add_row(
-            safe(lease.ip),
-            safe(lease.mac),
-            safe(lease.hostname),
-            safe(duration(ttl if ttl >= 0 else None)),
-            safe(lease.server),
-            safe(relay(lease.giaddr)),
-            safe(lease.kind),
+            safe(row.ip),
+            safe(row.mac),
+            safe(row.hostname),
+            safe(duration(row.ttl if row.ttl >= 0 else None)),
+            safe(row.server),
+            safe(relay(row.giaddr)),
+            safe(row.kind),
         )
     return table
 
