@@ -10,7 +10,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 SBIN_PATH := $(PATH):/usr/sbin:/sbin
 
 # command:package pairs; a package is installed only when its command is missing.
-DEMO_NEEDS := tshark:tshark
+DEMO_NEEDS := tshark:tshark tcpdump:tcpdump
 TEST_NEEDS := $(DEMO_NEEDS) redis-server:redis-server kea-dhcp4:kea-dhcp4-server \
 	perfdhcp:kea-admin dhcrelay:isc-dhcp-relay dhclient:isc-dhcp-client ip:iproute2 tmux:tmux \
 	setcap:libcap2-bin systemd-analyze:systemd \
@@ -64,8 +64,9 @@ SYSUSERSDIR ?= /etc/sysusers.d
 .PHONY: help demo test lint pcaps clean deps-demo deps-test install uninstall
 
 help:
-	@echo "make demo    install tshark and the project in $(VENV), replay pcaps/, list the leases"
-	@echo "make install install tshark, the program (a virtualenv in $(PREFIX), the command in"
+	@echo "make demo    install tshark, tcpdump and the project in $(VENV), replay pcaps/, list"
+	@echo "             the leases"
+	@echo "make install install tshark, tcpdump, the program (a virtualenv in $(PREFIX), the command in"
 	@echo "             $(BINDIR)), the systemd unit and $(CONFDIR)/config.toml (root)"
 	@echo "make uninstall  remove what make install put in place, except the settings"
 	@echo "make test    install the test tools, then ruff, mypy and pytest"

@@ -40,22 +40,15 @@ LABELS = (
 
 # ---- the probe, inside the sniffer's process -------------------------------------------------
 
-def packet_stamp(block: Any) -> int | None:
-    """A captured packet's kernel timestamp in microseconds, None for other blocks: pcapng
-    enhanced packet blocks (dumpcap; nanoseconds) or pcap records (microseconds)."""
-    data = block.data
-    if getattr(block, "type", None) == 6:  # pcapng EPB: timestamp high and low words
-        high, low = struct.unpack_from("<II", data, 12)
-        return round(((high << 32) | low) / 1000)
-    if getattr(block, "type", None) is None and len(data) >= 16:  # a pcap record
-        seconds, micros = struct.unpack_from("<II", data, 0)
-        return seconds * 1_000_000 + micros
-    return None
+def packet_stamp(record: bytes) -> int:
+    """A pcap record's kernel timestamp in microseconds (tcpdump writes its host's byte order)."""
+    seconds, micros = struct.unpack_from("=II", record)
+    return int(seconds * 1_000_000 + micros)
 
 
 def install_probe(out: Path) -> None:
     """Wrap the sniffer's stages; the notes go to OUT.<pid> when the process exits."""
-    import sniffer.dumpcap as capture
+    import sniffer.capturer as capture
     from sniffer.commands import Grant
     from sniffer.store import LeaseStore
     from sniffer.writer import RedisWriter
@@ -75,11 +68,8 @@ def install_probe(out: Path) -> None:
 
         setattr(owner, name, wrapper)
 
-    def read(now: float, blocks: Sequence[Any], *_args: Any) -> None:
-        for block in blocks:
-            stamp = packet_stamp(block)
-            if stamp is not None:
-                notes.append(f"read {stamp} {now:.6f}\n")
+    def read(now: float, records: Sequence[bytes], *_args: Any) -> None:
+        notes.extend(f"read {packet_stamp(record)} {now:.6f}\n" for record in records)
 
     def line(now: float, datagram: Any, *_args: Any) -> None:
         if datagram is not None:
@@ -98,7 +88,7 @@ def install_probe(out: Path) -> None:
                 notes.append(f"start {command.lease.ip} {now:.6f}\n"
                              f"done {command.lease.ip} {done:.6f}\n")
 
-    wrap(capture.BlockSplitter, "feed", read)
+    wrap(capture.RecordSplitter, "feed", read)
     wrap(capture, "to_datagram", line)
     wrap(RedisWriter, "put", put)
     wrap(LeaseStore, "apply", apply)

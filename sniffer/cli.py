@@ -22,10 +22,10 @@ from rich.text import Text
 from sniffer import __version__, export
 from sniffer import config as config_file
 from sniffer.capture_file import STDIN, FileCapture, stdin_size
+from sniffer.capturer import BUFFER_MIB
 from sniffer.commands import RejectReason
 from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis, redact
 from sniffer.dhcp import DhcpMessage, Dropped, decode
-from sniffer.dumpcap import DUMPCAP_BUFFER_MIB
 from sniffer.errors import HiveError
 from sniffer.export import Format
 from sniffer.keys import Keys
@@ -214,7 +214,7 @@ def _existing_files(files: list[Path], engine: Engine) -> list[Path]:
 
 def _redis_options(password_file: Path | None, ca: Path | None, cert: Path | None,
                    key: Path | None) -> RedisOptions:
-    # Taken out of the environment: dumpcap and tshark need not inherit it.
+    # Taken out of the environment: tcpdump and tshark need not inherit it.
     password = os.environ.pop("REDIS_PASSWORD", None) or None
     sentinel_password = os.environ.pop("REDIS_SENTINEL_PASSWORD", None) or None
     if password_file is not None:
@@ -597,10 +597,10 @@ def sniff(
         "--port", min=1, max=65535, help="DHCP ports (repeatable) [default: 67 and 68]",
         show_default=False)] = None,
     buffer_size: Annotated[int, typer.Option(
-        "--buffer-size", min=1, help="Kernel capture buffer per interface, in MiB (dumpcap -B): "
-        "what absorbs a burst while the sniffer is busy.")] = DUMPCAP_BUFFER_MIB,
+        "--buffer-size", min=1, help="Kernel capture buffer per interface, in MiB (tcpdump -B): "
+        "what absorbs a burst while the sniffer is busy.")] = BUFFER_MIB,
     restart_every: Annotated[float, typer.Option(
-        "--restart-every", min=0, help="Seconds between scheduled restarts of dumpcap and "
+        "--restart-every", min=0, help="Seconds between scheduled restarts of tcpdump and "
         "tshark, which cap tshark's memory; no packet is lost or seen twice. 0: never.")
     ] = 3600.0,
     max_pending: Annotated[int, typer.Option(

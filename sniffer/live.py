@@ -1,7 +1,7 @@
 """Live sniffing: every interface's capture feeding one pipeline, its writes handed to the Redis
 writer, clean stops, and the run under signals (with or without the live view).
 
-Threads: one supervisor per interface (watch.py) forwards dumpcap's pcapng blocks to a tshark and
+Threads: one supervisor per interface (watch.py) forwards tcpdump's pcap records to a tshark and
 restarts whatever stops; the tshark reader threads put Datagrams on one bounded queue; the
 caller's thread (Sniffer.run) feeds the pipeline from that queue and hands the lease changes to
 the writer thread (writer.py), which writes them to Redis in order. Redis never holds up the
@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
+from sniffer.capturer import BUFFER_MIB
 from sniffer.commands import ROGUE_REASONS, Rejected
 from sniffer.connection import StoreError
 from sniffer.dhcp import Datagram
-from sniffer.dumpcap import DUMPCAP_BUFFER_MIB
 from sniffer.logs import RogueLog, log, logs_held
 from sniffer.metrics import SPEC_COUNTERS, Metrics
 from sniffer.pipeline import Pipeline
@@ -44,12 +44,12 @@ PUBLISH_EVERY = 1.0  # seconds between counter snapshots for the metrics endpoin
 class SniffConfig:
     interfaces: tuple[str, ...]
     ports: tuple[int, ...] = DEFAULT_PORTS
-    buffer_mib: int = DUMPCAP_BUFFER_MIB  # dumpcap -B: the kernel buffer that absorbs bursts
+    buffer_mib: int = BUFFER_MIB  # tcpdump -B: the kernel buffer that absorbs bursts
     restart_every: float = 3600.0  # seconds between scheduled restarts; 0: never
     batch_size: int = 500  # commands per Redis round trip
     queue_size: int = 10_000  # datagrams decoded ahead of the pipeline
     max_pending: int = 100_000  # writes held while Redis fails; beyond, the oldest are dropped
-    start_timeout: float = 15.0  # seconds dumpcap gets to start capturing at start-up
+    start_timeout: float = 15.0  # seconds tcpdump gets to start capturing at start-up
 
 
 @dataclass
@@ -177,7 +177,7 @@ class Sniffer:
         for watch in self.watches:
             watch.stop()
         if not self._keep_feeding(self._capturing, STOP_WAIT, force):
-            log.warning("the capture did not stop in time: killing dumpcap and tshark")
+            log.warning("the capture did not stop in time: killing tcpdump and tshark")
             for watch in self.watches:
                 watch.kill()
             self._keep_feeding(self._capturing, STOP_WAIT)

@@ -25,9 +25,9 @@ SPEC_COUNTERS = (
     "reassigned", "superseded", "nak_deleted", "nak_uncorrelated", "decline_deleted",
     "release_deleted", "txn_evicted", "duplicates",
 )
-# dumpcap's names for the places where packets were dropped, as metric labels.
-DROP_PLACES = {"pcap": "kernel", "ps_ifdrop": "interface", "dumpcap": "dumpcap",
-               "flushed": "flushed"}
+# Where the capture drops packets, as tcpdump reports them: the kernel (its buffer was full)
+# and the interface (its driver); the metric's `where` label.
+DROP_PLACES = ("kernel", "interface")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 1.0, 2.5,
                    5.0, 10.0, 30.0)
 
@@ -60,8 +60,8 @@ class Metrics:
         self.counters = _CounterSnapshot()
         reg.register(self.counters)
         self.capture_drops = PromCounter(
-            METRIC_PREFIX + "capture_dropped_packets", "Packets lost by the capture, as dumpcap "
-            "reports them when it stops (where: kernel, interface, dumpcap, flushed)",
+            METRIC_PREFIX + "capture_dropped_packets", "Packets lost by the capture, as tcpdump "
+            "reports them when it stops (where: kernel, interface)",
             ["interface", "where"], registry=reg)
         self.capture_restarts = PromCounter(
             METRIC_PREFIX + "capture_restarts", "Capture processes replaced (reason: scheduled, "
@@ -107,9 +107,9 @@ class Metrics:
     def watch(self, interface: str) -> None:
         """An interface's capture series, at 0 from the start: a counter that appears at its
         first drop or restart would show no increase to rates and alerts."""
-        for place in DROP_PLACES.values():
+        for place in DROP_PLACES:
             self.capture_drops.labels(interface, place)
-        for process, reason in (("dumpcap", "scheduled"), ("dumpcap", "exited"),
+        for process, reason in (("tcpdump", "scheduled"), ("tcpdump", "exited"),
                                 ("tshark", "exited")):
             self.capture_restarts.labels(interface, process, reason)
 

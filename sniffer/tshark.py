@@ -1,6 +1,6 @@
 """tshark: finding it, its version, the command line and fields we ask of it, one tshark process,
 and the Datagram made of one row of its output. File capture (capture_file.py) and live capture
-(dumpcap.py) both decode through tshark, started only here.
+(capturer.py) both decode through tshark, started only here.
 
 tshark reassembles IP fragments (R-IN-4: fragments are never decoded alone) and we turn its DHCP
 dissector off: sniffer.dhcp decodes the raw UDP payload itself, and tshark runs faster without it

@@ -1,8 +1,8 @@
-"""Capture supervision: one interface captured while the sniffer runs, dumpcap's pcapng blocks
+"""Capture supervision: one interface captured while the sniffer runs, tcpdump's pcap records
 forwarded to a tshark (LiveDecoder), whatever stops restarted.
 
-Scheduled restarts (tshark's memory grows with every frame it has seen) replace dumpcap and
-tshark together without a gap: the new dumpcap starts while the old one still runs, the old one
+Scheduled restarts (tshark's memory grows with every frame it has seen) replace tcpdump and
+tshark together without a gap: the new tcpdump starts while the old one still runs, the old one
 stops once the new one captures, and the new one's first packets that the old one already
 delivered are dropped, recognised by their bytes and kernel timestamp, which both copies share.
 """
@@ -15,27 +15,18 @@ import threading
 import time
 from collections.abc import Callable
 
+from sniffer.capturer import CaptureEnd, CaptureRun, Echoes, LiveDecoder, permission_message
 from sniffer.dhcp import Datagram
-from sniffer.dumpcap import (
-    IDB,
-    PACKET_BLOCKS,
-    SHB,
-    Block,
-    DumpcapEnd,
-    DumpcapRun,
-    LiveDecoder,
-    permission_message,
-)
 from sniffer.logs import log
-from sniffer.metrics import DROP_PLACES, Metrics
+from sniffer.metrics import Metrics
 from sniffer.tshark import CaptureError
 
 # Seconds between restarts of a capture that keeps failing; the first restart after a capture
 # that ran is immediate, and a run this long resets the backoff.
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
-# dumpcap 4.0 leaves libpcap out of immediate mode, so the kernel hands packets over in blocks
-# that retire after at most 250 ms; a capture asked to stop keeps running this long first.
-DRAIN = 0.4
+# A capture asked to stop keeps running this long first, for packets still on their way (the
+# kernel hands each one over at once: tcpdump captures in immediate mode).
+DRAIN = 0.1
 POLL = 0.2  # how often waiting threads look up
 ROTATE_FRAMES = 1_000_000  # a scheduled restart also comes after this many frames
 STOP_WAIT = 10.0  # seconds the captures get to deliver their last packets at a stop
@@ -43,9 +34,9 @@ DECODER_MIN_LIFE = 5.0  # seconds: a replaced tshark that exits sooner is failin
 
 
 class InterfaceWatch:
-    """Captures one interface while the sniffer runs: dumpcap -> blocks -> tshark -> sink.
+    """Captures one interface while the sniffer runs: tcpdump -> records -> tshark -> sink.
 
-    When dumpcap ends (killed, or the interface is gone) it is restarted with backoff, and the
+    When tcpdump ends (killed, or the interface is gone) it is restarted with backoff, and the
     loss and the recovery are logged once each; a tshark that dies is replaced at once. At
     start-up a failure is final instead: `wait_started` reports it.
     """
@@ -55,9 +46,9 @@ class InterfaceWatch:
                  start_timeout: float) -> None:
         self.interface = interface
         self.ports = ports
-        self.buffer_mib = buffer_mib  # dumpcap -B
+        self.buffer_mib = buffer_mib  # tcpdump -B
         self.restart_every = restart_every  # seconds between scheduled restarts; 0: never
-        self.start_timeout = start_timeout  # seconds a (re)started dumpcap gets to capture
+        self.start_timeout = start_timeout  # seconds a (re)started tcpdump gets to capture
         self.metrics = metrics
         metrics.watch(interface)
         self._sink = sink
@@ -65,7 +56,7 @@ class InterfaceWatch:
         self._startup_error: str | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._runs: list[DumpcapRun] = []  # the current run, and the next one in a handover
+        self._runs: list[CaptureRun] = []  # the current run, and the next one in a handover
         self._decoder: LiveDecoder | None = None  # the tshark the current run writes to
         self._replaced_at = -math.inf  # when a dead tshark was last replaced between packets
         self._decoders: list[LiveDecoder] = []  # every tshark that may still be decoding
@@ -78,7 +69,7 @@ class InterfaceWatch:
     def wait_started(self, timeout: float) -> str | None:
         """Wait for the first capture; None once it runs, else why it cannot."""
         if not self._started.wait(timeout):
-            return f"dumpcap did not start capturing on {self.interface} within {timeout:g} s"
+            return f"tcpdump did not start capturing on {self.interface} within {timeout:g} s"
         return self._startup_error
 
     def stop(self) -> None:
@@ -112,8 +103,10 @@ class InterfaceWatch:
                 started = time.monotonic()
                 end, captured, message = self._capture(lost_at)
                 if not self._started.is_set():  # the first run never captured
-                    self._startup_error = (permission_message(self.interface, end)
-                                           if end is not None and end.permission else message)
+                    self._startup_error = (
+                        permission_message(self.interface, end)
+                        if end is not None and end.permission
+                        else f"cannot capture on {self.interface}: {message}")
                     self._started.set()
                     return
                 if self._stop.is_set():
@@ -122,7 +115,7 @@ class InterfaceWatch:
                     lost_at = time.monotonic()
                     log.warning("capture on %s stopped: %s; restarting it", self.interface,
                                 message.rstrip("."))
-                    self.metrics.capture_restarts.labels(self.interface, "dumpcap",
+                    self.metrics.capture_restarts.labels(self.interface, "tcpdump",
                                                          "exited").inc()
                     if time.monotonic() - started >= BACKOFF_MAX:
                         backoff = 0.0
@@ -135,33 +128,33 @@ class InterfaceWatch:
             for decoder in self._decoders:
                 decoder.wait()
 
-    def _capture(self, lost_at: float | None) -> tuple[DumpcapEnd | None, bool, str]:
-        """One spell of capturing (see _forward): how its last dumpcap ended, whether it ever
+    def _capture(self, lost_at: float | None) -> tuple[CaptureEnd | None, bool, str]:
+        """One spell of capturing (see _forward): how its last tcpdump ended, whether it ever
         captured, and what went wrong in one line. A bug is logged, not fatal: the supervisor
         tries again, as after any other failure."""
         try:
             end, captured = self._forward(lost_at)
-            return end, captured, end.message or "dumpcap exited"
+            return end, captured, end.message or "tcpdump exited"
         except CaptureError as error:
             return None, False, str(error)
         except Exception as error:
             log.exception("capture on %s failed", self.interface)
             return None, False, f"{type(error).__name__}: {error}"
 
-    def _start_run(self) -> DumpcapRun:
-        run = DumpcapRun(self.interface, self.ports, self.buffer_mib)
+    def _start_run(self) -> CaptureRun:
+        run = CaptureRun(self.interface, self.ports, self.buffer_mib)
         with self._lock:
             self._runs.append(run)
             if self._stop.is_set():
                 run.stop()
         return run
 
-    def _forget(self, run: DumpcapRun) -> None:
+    def _forget(self, run: CaptureRun) -> None:
         with self._lock:
             self._runs.remove(run)
 
-    def _forward(self, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
-        """Forward the blocks of one dumpcap run, and of the runs that replace it on schedule, to
+    def _forward(self, lost_at: float | None) -> tuple[CaptureEnd, bool]:
+        """Forward the records of one tcpdump run, and of the runs that replace it on schedule, to
         tshark until the current run ends: how that one ended, and whether the capture ever ran.
         On an error, the runs still going are killed."""
         try:
@@ -175,11 +168,11 @@ class InterfaceWatch:
             self._finish_decoder()
             raise
 
-    def _forward_runs(self, run: DumpcapRun, lost_at: float | None) -> tuple[DumpcapEnd, bool]:
-        next_run: DumpcapRun | None = None
-        header: list[Block] = []
-        overlap: set[bytes] = set()  # packets the old run delivered during a handover
-        duplicates: set[bytes] = set()  # ... which the new run will deliver again
+    def _forward_runs(self, run: CaptureRun, lost_at: float | None) -> tuple[CaptureEnd, bool]:
+        next_run: CaptureRun | None = None
+        header = b""  # the pcap file header of the run being forwarded
+        overlap = Echoes()  # packets the old run delivered during a handover
+        duplicates = Echoes()  # ... which the new run will deliver again
         captured = False
         frames = 0
         rotate_at = self._next_rotation()
@@ -188,7 +181,7 @@ class InterfaceWatch:
             now = time.monotonic()
             if (next_run is None and captured and not self._stop.is_set()
                     and (now >= rotate_at or frames >= ROTATE_FRAMES)):
-                next_run, next_started, overlap = self._start_next(), now, set()
+                next_run, next_started, overlap = self._start_next(), now, Echoes(run.header)
                 if next_run is None:
                     rotate_at, frames = now + BACKOFF_MAX, 0
             if next_run is not None and math.isinf(stop_old_at):
@@ -200,11 +193,11 @@ class InterfaceWatch:
             if now >= stop_old_at:
                 run.stop()
             try:
-                block = run.blocks.get(timeout=POLL)
+                chunk = run.chunks.get(timeout=POLL)
             except queue.Empty:
                 self._replace_dead_decoder(header)
                 continue
-            if block is None:
+            if chunk is None:
                 end = self._ended(run)
                 if next_run is None or not next_run.ready.is_set():
                     if next_run is not None:
@@ -212,35 +205,30 @@ class InterfaceWatch:
                     self._finish_decoder()
                     self.metrics.capture_up.labels(self.interface).set(0)
                     return end, captured
-                self.metrics.capture_restarts.labels(self.interface, "dumpcap",
+                self.metrics.capture_restarts.labels(self.interface, "tcpdump",
                                                      "scheduled").inc()
                 log.debug("capture on %s restarted on schedule", self.interface)
-                run, next_run, header = next_run, None, []
-                duplicates, overlap = overlap, set()
+                run, header, next_run = next_run, next_run.header, None
+                duplicates, overlap = overlap, Echoes()
                 frames, rotate_at, stop_old_at = 0, self._next_rotation(), math.inf
                 self._finish_decoder()
                 continue
-            if block.type == SHB:
-                header = [block]
-            elif block.type == IDB:
-                header.append(block)
-                if not captured:
-                    captured = True
-                    self._capturing(lost_at)
-            elif block.type in PACKET_BLOCKS:
-                if block.data in duplicates:
-                    duplicates.discard(block.data)
-                    continue
-                if next_run is not None:
-                    overlap.add(block.data)
-                frames += 1
-            self._write(block, header)
+            if not captured:  # the run's first chunk: tcpdump captures
+                captured, header = True, run.header
+                self._capturing(lost_at)
+            if duplicates:
+                chunk = duplicates.drop(chunk)
+            if next_run is not None:
+                overlap.add(chunk)
+            frames += len(chunk)
+            if chunk or self._decoder is None:
+                self._write(chunk, header)
 
     def _next_rotation(self) -> float:
         every = self.restart_every
         return time.monotonic() + every if every > 0 else math.inf
 
-    def _start_next(self) -> DumpcapRun | None:
+    def _start_next(self) -> CaptureRun | None:
         try:
             return self._start_run()
         except CaptureError as error:
@@ -248,13 +236,13 @@ class InterfaceWatch:
                         error)
             return None
 
-    def _give_up(self, run: DumpcapRun, what: str | None) -> None:
+    def _give_up(self, run: CaptureRun, what: str | None) -> None:
         """Kill a replacement run that did not start capturing; say so if `what` failed."""
         end = run.abandon()
         self._forget(run)
         if what is not None:
             log.warning("%s of the capture on %s failed: %s; keeping the running one", what,
-                        self.interface, end.message or "dumpcap did not start")
+                        self.interface, end.message or "tcpdump did not start")
 
     def _capturing(self, lost_at: float | None) -> None:
         self.metrics.capture_up.labels(self.interface).set(1)
@@ -265,30 +253,26 @@ class InterfaceWatch:
             log.info("capture on %s resumed after %.0f s", self.interface,
                      time.monotonic() - lost_at)
 
-    def _ended(self, run: DumpcapRun) -> DumpcapEnd:
+    def _ended(self, run: CaptureRun) -> CaptureEnd:
         end = run.end()
         self._forget(run)
         if end.dropped:
-            detail = ", ".join(f"{DROP_PLACES.get(name, name)} {count}"
-                               for name, count in end.drops.items() if count)
+            detail = ", ".join(f"{place} {count}" for place, count in end.drops.items() if count)
             log.warning("capture on %s dropped %d packets (%s)", self.interface, end.dropped,
                         detail)
-            for name, count in end.drops.items():
+            for place, count in end.drops.items():
                 if count:
-                    place = DROP_PLACES.get(name, name)
                     self.metrics.capture_drops.labels(self.interface, place).inc(count)
         return end
 
-    def _write(self, block: Block, header: list[Block]) -> None:
-        """Pass a block to tshark, starting one (header first) if there is none or it died."""
+    def _write(self, records: list[bytes], header: bytes) -> None:
+        """Pass packet records to tshark, starting one (header first) if there is none or it
+        died."""
         for attempt in range(2):
             fresh = self._decoder is None
             decoder = self._decoder if self._decoder is not None else self._new_decoder()
             try:
-                if fresh and block.type != SHB:
-                    decoder.write(header if block in header else [*header, block])
-                else:
-                    decoder.write([block])
+                decoder.write([header, *records] if fresh else records)
                 return
             except CaptureError:
                 if self._stop.is_set():  # killed while stopping: no new tshark now
@@ -297,7 +281,7 @@ class InterfaceWatch:
                 if attempt:
                     raise CaptureError("tshark keeps exiting") from None
 
-    def _replace_dead_decoder(self, header: list[Block]) -> None:
+    def _replace_dead_decoder(self, header: bytes) -> None:
         """Replace a tshark that died between packets now, not when the next one comes. If the
         last one replaced so also died within DECODER_MIN_LIFE, tshark is failing: CaptureError,
         and the supervisor restarts the capture with backoff."""
@@ -307,7 +291,7 @@ class InterfaceWatch:
         self._lost(decoder)
         if time.monotonic() - self._replaced_at < DECODER_MIN_LIFE:
             raise CaptureError("tshark keeps exiting")
-        self._new_decoder().write(header)
+        self._new_decoder().write([header])
         self._replaced_at = time.monotonic()
 
     def _lost(self, decoder: LiveDecoder) -> None:

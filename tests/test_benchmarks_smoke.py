@@ -11,7 +11,8 @@ import sys
 import pytest
 from conftest import REPO, require_root, require_tool
 
-LIVE_TOOLS = ("kea-dhcp4", "dhcrelay", "perfdhcp", "dumpcap", "tshark", "redis-server", "ip")
+LIVE_TOOLS = ("kea-dhcp4", "dhcrelay", "perfdhcp", "tcpdump", "dumpcap", "tshark", "redis-server",
+              "ip")
 
 
 def run_quick(parts: str) -> str:

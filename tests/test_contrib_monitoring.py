@@ -174,7 +174,7 @@ def lease_traffic() -> list[bytes]:
 def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """/metrics of a real sniffer that has seen lease_traffic()."""
     require_root("live capture in a network namespace")
-    for name in ("dumpcap", "tshark", "redis-server"):
+    for name in ("tcpdump", "tshark", "redis-server"):
         require_tool(name)
     redis = RedisServer()
     link = Link()
@@ -220,10 +220,10 @@ def test_the_capture_series_start_at_zero(scrape: str) -> None:
     drop would show none."""
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                for family in text_string_to_metric_families(scrape) for sample in family.samples}
-    for where in ("kernel", "interface", "dumpcap", "flushed"):
+    for where in ("kernel", "interface"):
         labels = (("interface", "v0"), ("where", where))
         assert samples[("dhcp_hive_mind_capture_dropped_packets_total", labels)] == 0
-    for process, reason in (("dumpcap", "scheduled"), ("dumpcap", "exited"), ("tshark", "exited")):
+    for process, reason in (("tcpdump", "scheduled"), ("tcpdump", "exited"), ("tshark", "exited")):
         labels = (("interface", "v0"), ("process", process), ("reason", reason))
         assert samples[("dhcp_hive_mind_capture_restarts_total", labels)] == 0
     assert abs(samples[("dhcp_hive_mind_heartbeat_timestamp_seconds", ())] - time.time()) < 10

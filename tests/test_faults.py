@@ -1,9 +1,9 @@
 """Faults a long-running sniffer meets, injected into the real thing (issue 6): Redis hung or
-down while leases change, more writes waiting than --max-pending, dumpcap or tshark killed,
+down while leases change, more writes waiting than --max-pending, tcpdump or tshark killed,
 rogue servers, a DHCP starvation flood, and hostile strings in every output.
 
 The live tests run `dhcp-hive-mind sniff` on the veth pair of test_sniff.py (frames built here
-go out of one end, real dumpcap and tshark capture the other) against a redis-server of their
+go out of one end, real tcpdump and tshark capture the other) against a redis-server of their
 own, which they pause (SIGSTOP: a hung server), stop or start again.
 """
 
@@ -218,15 +218,15 @@ def test_a_stop_while_redis_is_down_says_what_was_lost(link: Link, own_redis: Re
 
 # ---- capture crashes -------------------------------------------------------------------------
 
-def test_a_killed_dumpcap_is_replaced_at_once(link: Link, rc: redis.Redis,
+def test_a_killed_tcpdump_is_replaced_at_once(link: Link, rc: redis.Redis,
                                               start: Start) -> None:
     sniffer = start("--allow-server", S1)
-    (dumpcap,) = processes(sniffer)["dumpcap"]
+    (tcpdump,) = processes(sniffer)["tcpdump"]
     killed = time.time()
-    os.kill(dumpcap, signal.SIGKILL)
+    os.kill(tcpdump, signal.SIGKILL)
     sniffer.wait_output(r"capture on v0 resumed")
     restart = logged_at(sniffer.output(), r"capture on v0 resumed") - killed
-    print(f"\ndumpcap killed -> capturing again: {restart:.3f} s")
+    print(f"\ntcpdump killed -> capturing again: {restart:.3f} s")
     assert restart < 2.0  # the first restart is immediate; backoff is for repeated failures
     link.send(exchanges(0, 3))
     wait_records(rc, range(0, 3))
@@ -245,7 +245,7 @@ def test_a_killed_tshark_is_replaced_between_packets(link: Link, rc: redis.Redis
     assert replaced < 2.0  # with no packet to write, it is noticed within a poll
     link.send(exchanges(0, 3))
     wait_records(rc, range(0, 3))
-    assert "capture on v0 stopped" not in sniffer.output()  # dumpcap ran on
+    assert "capture on v0 stopped" not in sniffer.output()  # tcpdump ran on
 
 
 # ---- rogue servers ---------------------------------------------------------------------------

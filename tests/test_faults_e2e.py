@@ -43,7 +43,8 @@ def hang(server: RedisServer) -> tuple[Callable[[], None], Callable[[], None]]:
 def test_no_lease_is_lost_through_a_redis_outage(
         fault: Callable[[RedisServer], tuple[Callable[[], None], Callable[[], None]]],
         tmp_path: Path) -> None:
-    for name in ("kea-dhcp4", "dhcrelay", "perfdhcp", "dumpcap", "tshark", "redis-server"):
+    for name in ("kea-dhcp4", "dhcrelay", "perfdhcp", "tcpdump", "dumpcap", "tshark",
+                 "redis-server"):
         require_tool(name)
     require_root("the namespace lab")
     server = RedisServer(persistent=True)

@@ -216,9 +216,9 @@ def sniffing(link: Link, args: Sequence[str], log: Path,
 def test_sniff_never_shows_the_password(tmp_path: Path) -> None:
     """The password in --redis-url on the command line: warned about, masked in the process
     title, and absent from every log line while Redis goes away and the sniffer gives up.
-    Given in REDIS_PASSWORD: dumpcap and tshark do not inherit it."""
+    Given in REDIS_PASSWORD: tcpdump and tshark do not inherit it."""
     require_root(LIVE_CAPTURE)
-    for name in ("dumpcap", "tshark", "redis-server", "openssl"):
+    for name in ("tcpdump", "tshark", "redis-server", "openssl"):
         require_tool(name)
     link = Link()
     def in_namespace(argv: list[str]) -> list[str]:
@@ -250,7 +250,7 @@ def test_sniff_never_shows_the_password(tmp_path: Path) -> None:
                            tmp_path / "two.log", env={"REDIS_PASSWORD": PASSWORD})
         try:
             helpers = children(sniffer.proc.pid)
-            assert len(helpers) == 2  # dumpcap and tshark
+            assert len(helpers) == 2  # tcpdump and tshark
             for pid in [sniffer.proc.pid, *helpers]:
                 assert PASSWORD not in proc_text(pid, "cmdline")
             for pid in helpers:

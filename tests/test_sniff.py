@@ -1,7 +1,7 @@
 """`dhcp-hive-mind sniff` live, on a veth pair in a network namespace: DHCP frames built here go
-out of one end, the sniffer (a real process, with real dumpcap and tshark) captures the other.
+out of one end, the sniffer (a real process, with real tcpdump and tshark) captures the other.
 Supervision, clean stops, drops, metrics and unprivileged capture; the live part of the capture
-(sniffer.dumpcap).
+(sniffer.capturer).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import secrets
 import shlex
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from specharness import ACK, REQUEST, S1, client_msg, o_host, o_lease, o_req, o_server, server_msg
 
-from sniffer.dumpcap import SHB, BlockSplitter, _dumpcap_end
+from sniffer.capturer import PCAP_HEADER, Echoes, RecordSplitter, capture_end
 from sniffer.tshark import CaptureError
 
 METRICS_PORT = 9731
@@ -112,7 +113,7 @@ class Link:
 @pytest.fixture(scope="module")
 def socket_redis() -> Iterator[RedisServer]:
     require_root(LIVE_CAPTURE)
-    for name in ("dumpcap", "tshark", "redis-server"):
+    for name in ("tcpdump", "tshark", "redis-server"):
         require_tool(name)
     server = RedisServer()
     yield server
@@ -180,7 +181,7 @@ def metrics(link: Link) -> dict[str, float]:
 
 
 def processes(daemon: Daemon) -> dict[str, list[int]]:
-    """The sniffer's children by command name (dumpcap, tshark)."""
+    """The sniffer's children by command name (tcpdump, tshark)."""
     found: dict[str, list[int]] = {}
     for pid in children(daemon.proc.pid):
         name = Path(f"/proc/{pid}/comm").read_text().strip()
@@ -238,7 +239,7 @@ def test_a_signal_stops_cleanly_after_writing_everything(link: Link, rc: redis.R
     private_tmp.mkdir()
     sniffer = start("--allow-server", S1, env={"TMPDIR": str(private_tmp)})
     helpers = processes(sniffer)
-    assert set(helpers) == {"dumpcap", "tshark"}
+    assert set(helpers) == {"tcpdump", "tshark"}
     link.send(exchanges(0, 50))
     sniffer.proc.send_signal(sig)  # at once: the last packets are still in the kernel's hands
     assert sniffer.proc.wait(30) == 0
@@ -271,7 +272,7 @@ def test_writes_wait_out_a_redis_outage(link: Link, tmp_path: Path) -> None:
         own.close()
 
 
-def test_killed_tshark_and_dumpcap_are_replaced(link: Link, rc: redis.Redis,
+def test_killed_tshark_and_tcpdump_are_replaced(link: Link, rc: redis.Redis,
                                                 start: Start) -> None:
     sniffer = start("--allow-server", S1)
     link.send(exchanges(0, 2))
@@ -283,19 +284,19 @@ def test_killed_tshark_and_dumpcap_are_replaced(link: Link, rc: redis.Redis,
     wait_records(rc, range(2, 4))
     assert re.search(r"tshark for v0 exited \(tshark was killed by signal 9\)", sniffer.output())
 
-    (dumpcap,) = processes(sniffer)["dumpcap"]
-    os.kill(dumpcap, signal.SIGKILL)
+    (tcpdump,) = processes(sniffer)["tcpdump"]
+    os.kill(tcpdump, signal.SIGKILL)
     sniffer.wait_output(r"capture on v0 resumed")
     link.send(exchanges(4, 2))
     wait_records(rc, range(4, 6))
-    assert re.search(r"capture on v0 stopped: dumpcap was killed by signal 9", sniffer.output())
+    assert re.search(r"capture on v0 stopped: tcpdump was killed by signal 9", sniffer.output())
 
 
 def test_capture_resumes_when_the_interface_returns(link: Link, rc: redis.Redis,
                                                     start: Start) -> None:
     sniffer = start("--allow-server", S1)
     link.delete()
-    sniffer.wait_output(r"capture on v0 stopped: .*no longer attached")
+    sniffer.wait_output(r"capture on v0 stopped: The interface disappeared")
     time.sleep(2.5)  # a few failed retries while it is gone
     link.create()
     sniffer.wait_output(r"capture on v0 resumed", timeout=40)
@@ -314,7 +315,7 @@ def test_scheduled_restarts_lose_and_repeat_nothing(link: Link, rc: redis.Redis,
     wait_for(lambda: metrics(link).get("dhcp_hive_mind_rx_packets_total") == 400,
              "all 400 packets counted")
     values = metrics(link)
-    restarts = values['dhcp_hive_mind_capture_restarts_total{interface="v0",process="dumpcap",'
+    restarts = values['dhcp_hive_mind_capture_restarts_total{interface="v0",process="tcpdump",'
                       'reason="scheduled"}']
     assert restarts >= 2
     time.sleep(1.5)  # a later publication would show a packet delivered twice
@@ -324,12 +325,12 @@ def test_scheduled_restarts_lose_and_repeat_nothing(link: Link, rc: redis.Redis,
 def test_kernel_drops_are_counted_and_logged(link: Link, rc: redis.Redis, start: Start) -> None:
     sniffer = start("--allow-server", S1, "--buffer-size", "1", "--restart-every", "3",
                     "--metrics-port", str(METRICS_PORT))
-    (dumpcap,) = processes(sniffer)["dumpcap"]
-    os.kill(dumpcap, signal.SIGSTOP)  # the kernel buffer (1 MiB) fills up and overflows
+    (tcpdump,) = processes(sniffer)["tcpdump"]
+    os.kill(tcpdump, signal.SIGSTOP)  # the kernel buffer (1 MiB) fills up and overflows
     try:
         link.send(exchanges(0, 3000))
     finally:
-        os.kill(dumpcap, signal.SIGCONT)
+        os.kill(tcpdump, signal.SIGCONT)
     label = 'dhcp_hive_mind_capture_dropped_packets_total{interface="v0",where="kernel"}'
     wait_for(lambda: metrics(link).get(label, 0) > 0, "drops reported", timeout=30)
     assert re.search(r"WARNING capture on v0 dropped \d+ packets \(kernel \d+", sniffer.output())
@@ -379,8 +380,7 @@ def test_an_unknown_interface_fails_at_start(link: Link, socket_redis: RedisServ
                           tmp_path / "log")
     assert daemon.proc.wait(30) == 1
     lines = daemon.output().strip().splitlines()
-    assert lines[-1] == ('dhcp-hive-mind: error: There is no device named "nosuch0". '
-                         "(No such device exists)")
+    assert lines[-1] == "dhcp-hive-mind: error: cannot capture on nosuch0: No such device exists"
     assert not children(daemon.proc.pid)
 
 
@@ -425,8 +425,8 @@ class User:
 
 @pytest.fixture
 def user(tmp_path: Path) -> Iterator[User]:
-    """A throwaway user; dumpcap has no file capabilities meanwhile. The user is removed and
-    dumpcap's capabilities are restored afterwards."""
+    """A throwaway user; tcpdump has no file capabilities meanwhile. The user is removed and
+    tcpdump's capabilities are restored afterwards."""
     for name in ("setcap", "getcap", "setpriv", "useradd", "unshare"):
         require_tool(name)
     closed = closed_to_others(REPO / "sniffer")
@@ -438,18 +438,18 @@ def user(tmp_path: Path) -> Iterator[User]:
                    f"a directory other users can enter (not a private home directory).")
     name = f"hive{secrets.token_hex(3)}"
     run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
-    dumpcap = require_tool("dumpcap")
-    original = run([require_tool("getcap"), dumpcap]).split(maxsplit=1)
+    tcpdump = require_tool("tcpdump")
+    original = run([require_tool("getcap"), tcpdump]).split(maxsplit=1)
     try:
-        subprocess.run([require_tool("setcap"), "-r", dumpcap], capture_output=True, check=False)
+        subprocess.run([require_tool("setcap"), "-r", tcpdump], capture_output=True, check=False)
         user = User(name, reach_interpreter(tmp_path))
         check_user_imports_sniffer(user)
         yield user
     finally:
         if len(original) == 2:
-            run([require_tool("setcap"), original[1].strip(), dumpcap])
+            run([require_tool("setcap"), original[1].strip(), tcpdump])
         else:
-            subprocess.run([require_tool("setcap"), "-r", dumpcap], capture_output=True,
+            subprocess.run([require_tool("setcap"), "-r", tcpdump], capture_output=True,
                            check=False)
         subprocess.run(["userdel", name], capture_output=True, check=False)
 
@@ -508,23 +508,23 @@ def sniff_as(user: User, prefix: list[str], link: Link, url: str, log: Path,
         daemon.stop(signal.SIGKILL)
 
 
-def test_an_unprivileged_user_needs_dumpcap_capabilities(
+def test_an_unprivileged_user_needs_tcpdump_capabilities(
         link: Link, rc: redis.Redis, socket_redis: RedisServer, tmp_path: Path,
         user: User) -> None:
     argv = ["-i", "v0", "--redis-url", socket_redis.url, "--allow-server", S1]
     denied = sniff_daemon(link.ns, argv, tmp_path / "denied.log", prefix=user.plain())
     assert denied.proc.wait(30) == 1
-    assert re.search(r"error: dumpcap may not capture on v0: You do not have permission .*"
+    assert re.search(r"error: tcpdump may not capture on v0: You don't have permission .*"
                      r"setcap cap_net_raw,cap_net_admin\+eip", denied.output())
 
-    run([require_tool("setcap"), SETCAP, require_tool("dumpcap")])
+    run([require_tool("setcap"), SETCAP, require_tool("tcpdump")])
     sniff_as(user, user.plain(), link, socket_redis.url, tmp_path / "allowed.log", rc, 0)
 
 
 def test_ambient_capabilities_are_enough(link: Link, rc: redis.Redis,
                                          socket_redis: RedisServer, tmp_path: Path,
                                          user: User) -> None:
-    """What the systemd unit does: no file capabilities on dumpcap, ambient ones instead."""
+    """What the systemd unit does: no file capabilities on tcpdump, ambient ones instead."""
     sniff_as(user, user.ambient(), link, socket_redis.url, tmp_path / "ambient.log", rc, 10)
 
 
@@ -543,37 +543,71 @@ def test_any_captures_every_interface(link: Link, rc: redis.Redis,
     assert "stopped: 12 packets, 3 leases written" in daemon.output()
 
 
-# ---- the pcapng stream and dumpcap's last words (no root needed) ------------------------------
+# ---- the pcap stream and tcpdump's last words (no root needed) ---------------------------------
 
-def test_blocks_are_cut_whole_however_the_stream_arrives() -> None:
-    stream = (REPO / "pcaps" / "relayed_dora_both_legs.pcapng").read_bytes()
-    whole = BlockSplitter().feed(stream)
-    assert whole[0].type == SHB and sum(b.type == 6 for b in whole) == 8
-    assert b"".join(b.data for b in whole) == stream
+def test_records_are_cut_whole_however_the_stream_arrives() -> None:
+    stream = (REPO / "pcaps" / "plain_dora.pcap").read_bytes()
+    whole = RecordSplitter()
+    records = whole.feed(stream)
+    assert whole.header == stream[:PCAP_HEADER] and len(records) == 4
+    assert whole.header + b"".join(records) == stream
     for size in (1, 7, 100, 4096):
-        splitter = BlockSplitter()
-        pieces = [b for i in range(0, len(stream), size) for b in splitter.feed(stream[i:i + size])]
-        assert pieces == whole
+        splitter = RecordSplitter()
+        pieces = [r for i in range(0, len(stream), size) for r in splitter.feed(stream[i:i + size])]
+        assert (splitter.header, pieces) == (whole.header, records)
+
+
+def test_big_endian_pcap_is_cut_too() -> None:
+    header = struct.pack(">IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1)  # nanosecond stamps
+    record = struct.pack(">IIII", 1, 2, 5, 5) + b"hello"
+    splitter = RecordSplitter()
+    assert splitter.feed(header + record + record[:10]) == [record]
+    assert splitter.feed(record[10:]) == [record]
+
+
+def test_a_handover_drops_the_copies_of_what_the_old_run_delivered() -> None:
+    """Both tcpdumps of a handover see each packet, their stamps microseconds apart at most."""
+    header = (REPO / "pcaps" / "plain_dora.pcap").read_bytes()[:PCAP_HEADER]
+
+    def record(seconds: int, micros: int, data: bytes) -> bytes:
+        return struct.pack("<IIII", seconds, micros, len(data), len(data)) + data
+
+    echoes = Echoes(header)
+    echoes.add([record(100, 10, b"one"), record(100, 20, b"two"), record(100, 30, b"two")])
+    assert echoes.drop([record(100, 13, b"one"), record(101, 20, b"two"), record(100, 21, b"two"),
+                        record(100, 31, b"two"), record(100, 32, b"two")]) == [
+        record(101, 20, b"two"), record(100, 32, b"two")]  # a second later; a third copy
+    assert not echoes
 
 
 def test_a_corrupt_stream_is_a_capture_error() -> None:
-    with pytest.raises(CaptureError, match="corrupt pcapng block"):
-        BlockSplitter().feed(b"\x06\x00\x00\x00\x05\x00\x00\x00" + bytes(8))
+    with pytest.raises(CaptureError, match="something other than pcap"):
+        RecordSplitter().feed((REPO / "pcaps" / "relayed_dora_both_legs.pcapng").read_bytes())
+    header = (REPO / "pcaps" / "plain_dora.pcap").read_bytes()[:PCAP_HEADER]
+    with pytest.raises(CaptureError, match="corrupt pcap record"):
+        RecordSplitter().feed(header + struct.pack("<IIII", 1, 2, 1 << 30, 1 << 30))
 
 
-def test_dumpcap_statistics_and_errors_are_read() -> None:
-    end = _dumpcap_end(0, [
-        "Capturing on 'v0'", "File: -", "Packets captured: 10",
-        "Packets received/dropped on interface 'v0': 10/7 (pcap:5/dumpcap:0/flushed:0/"
-        "ps_ifdrop:2) (58.8%)"])
-    assert (end.message, end.received, end.dropped) == ("", 10, 7)
-    assert end.drops == {"pcap": 5, "dumpcap": 0, "flushed": 0, "ps_ifdrop": 2}
-    denied = _dumpcap_end(1, [
-        "Capturing on 'v0'", 'dumpcap: You do not have permission to capture on device "v0".',
-        "(socket: Operation not permitted)", "Please check to make sure you have sufficient "
-        "permissions.", "", "On Debian and Debian derivatives such as Ubuntu, ..."])
+def test_tcpdump_statistics_and_errors_are_read() -> None:
+    end = capture_end(0, [
+        "tcpdump: listening on v0, link-type EN10MB (Ethernet), snapshot length 262144 bytes",
+        "10 packets captured", "17 packets received by filter", "5 packets dropped by kernel",
+        "2 packets dropped by interface"], "v0")
+    assert (end.message, end.received, end.dropped) == ("", 17, 7)
+    assert end.drops == {"kernel": 5, "interface": 2}
+    denied = capture_end(1, [
+        "tcpdump: v0: You don't have permission to perform this capture on that device",
+        "(socket: Operation not permitted)"], "v0")
     assert denied.permission
-    assert denied.message == ('You do not have permission to capture on device "v0". '
+    assert denied.message == ("You don't have permission to perform this capture on that device "
                               "(socket: Operation not permitted)")
-    killed = _dumpcap_end(-9, ["Capturing on 'v0'"])
-    assert (killed.message, killed.permission) == ("dumpcap was killed by signal 9", False)
+    gone = capture_end(1, [
+        "tcpdump: listening on v0, link-type EN10MB (Ethernet), snapshot length 262144 bytes",
+        "tcpdump: pcap_loop: The interface disappeared", "0 packets captured",
+        "3 packets received by filter", "0 packets dropped by kernel"], "v0")
+    assert (gone.message, gone.permission, gone.dropped) == ("The interface disappeared", False, 0)
+    unknown = capture_end(1, ["tcpdump: nosuch0: No such device exists",
+                              "(No such device exists)"], "nosuch0")
+    assert unknown.message == "No such device exists"
+    killed = capture_end(-9, ["tcpdump: listening on v0, link-type EN10MB (Ethernet), ..."], "v0")
+    assert (killed.message, killed.permission) == ("tcpdump was killed by signal 9", False)

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    for name in ("dhcrelay", "dhclient", "perfdhcp", "dumpcap", "tshark", "redis-server", "ip"):
+    for name in ("dhcrelay", "dhclient", "perfdhcp", "tcpdump", "dumpcap", "tshark", "redis-server",
+                 "ip"):
         require_tool(name)
     require_root("the namespace lab")
     server = RedisServer()
