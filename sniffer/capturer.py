@@ -38,6 +38,11 @@ from sniffer.tshark import (
 )
 
 BUFFER_MIB = 64  # tcpdump -B (in KiB there): the kernel buffer that absorbs bursts
+# Bytes kept of each packet (tcpdump -s): a whole Ethernet frame with two VLAN tags. In immediate
+# mode libpcap uses fixed ring slots sized for this, and two of them fill a page: a 64 MiB buffer
+# holds 32,000 packets (with tcpdump's default of 256 KiB, slots of 64 KiB held a thousand).
+# A longer DHCP message (jumbo frames) is cut, and counted as truncated.
+SNAPLEN = 1700
 PCAP_HEADER = 24
 RECORD_HEADER = 16
 # The pcap magic numbers (microsecond and nanosecond timestamps) -> byte order of the stream.
@@ -78,7 +83,7 @@ def tcpdump_argv(interface: str, ports: Iterable[int], buffer_mib: int) -> list[
     """tcpdump writing pcap of one interface to stdout, each packet as it comes: immediate mode
     (no kernel block timeout) and its output flushed after every packet (-U)."""
     return [find_tcpdump(), "--immediate-mode", "-U", "-n", "-i", interface,
-            "-B", str(buffer_mib * 1024), "-w", "-", capture_filter(ports)]
+            "-B", str(buffer_mib * 1024), "-s", str(SNAPLEN), "-w", "-", capture_filter(ports)]
 
 
 class RecordSplitter:
