@@ -7,8 +7,10 @@ import math
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +40,7 @@ from specharness import (
 from sniffer.commands import Grant, Revoke
 from sniffer.keys import Keys
 from sniffer.lease import INFINITE
-from sniffer.store import LeaseStore
+from sniffer.store import BATCH, LeaseStore
 
 NS = "dhcp-hive-mind"
 HOSTILE = "\x1b[31mRED[bold]markup[/bold]\r\nX"
@@ -240,6 +242,84 @@ def test_view_in_a_terminal(terminal: Terminal, redis_url: str, rclient: redis.R
     screen = terminal.wait_for("exit=0")
     assert "active leases" not in screen  # the alternate screen is gone
     assert terminal.restored()
+
+
+class HoldingProxy:
+    """A TCP proxy in front of Redis that holds back every request naming `held` until
+    `release()`: a reader of records in batches stops at the batch that holds that key."""
+
+    def __init__(self, redis_url: str, held: bytes) -> None:
+        target = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+        self.target = (target["host"], target["port"])
+        self.held = held
+        self.released = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False),
+                             daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        tail = b""
+        with source, sink:
+            while data := _receive(source):
+                if requests and self.held in tail + data:
+                    self.released.wait()
+                tail = data[-len(self.held):]
+                sink.sendall(data)
+
+
+def _receive(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 16)
+    except OSError:
+        return b""
+
+
+def test_the_first_screen_shows_while_the_rest_loads(terminal: Terminal,
+                                                     redis_url: str) -> None:
+    """The view loads its leases in address order, a batch at a time behind the screen: with
+    the second batch held back on the way, the first is on screen and the rest still loading."""
+    count = 2 * BATCH + 500
+    addresses = [f"10.20.{n // 250}.{n % 250 + 1}" for n in range(count)]
+    writer = LeaseStore(redis.Redis.from_url(redis_url), Keys(), capture_clock=False,
+                        writer="w")
+    for start in range(0, count, 1000):
+        writer.apply([Grant(build_lease(ip, mac=f"02:00:00:20:{n // 256:02x}:{n % 256:02x}",
+                                        hostname=f"host-{n}"), "granted")
+                      for n, ip in enumerate(addresses[start:start + 1000], start)], time.time())
+    writer.close()
+    proxy = HoldingProxy(redis_url, f"{NS}:lease:{addresses[BATCH]}\r\n".encode())
+    try:
+        terminal.run("view", "--redis-url", proxy.url)
+        screen = terminal.wait_for(f"active leases {BATCH:,} ")
+        assert f"loading leases: {count - BATCH:,} to go" in screen
+        assert lease_column(screen, 0)[:3] == addresses[:3]  # the first screen, in order
+        proxy.release()
+        screen = terminal.wait_for(f"active leases {count:,} ")
+        assert "loading" not in screen
+        terminal.keys("End")
+        screen = terminal.wait_for(addresses[-1])
+        terminal.keys("q")
+        terminal.wait_for("exit=0")
+    finally:
+        proxy.close()
 
 
 def test_sigterm_restores_the_terminal(terminal: Terminal, redis_url: str) -> None:

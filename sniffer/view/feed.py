@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sniffer.keys import ipv4_number
+from sniffer.lease import LeaseRow
 from sniffer.store import BATCH, LeaseStore
 from sniffer.view.model import GRANTS, WINDOW, Change, ViewModel
 from sniffer.view.render import stream_seconds
@@ -17,6 +20,50 @@ FETCH_CHUNK = 500  # addresses per records() call
 SCAN_COUNT = 2000  # keys per SCAN step
 SWEEP_BUDGET = 0.01  # seconds of a step the sweep may take: it must not crowd out the refresh
 WRITERS_EVERY = 2.0
+FIRST_WAIT = 2.0  # seconds the first step may wait for the first batch: the first screen
+
+
+class _Loader:
+    """Reads the records at `ips` in a thread of its own, a batch at a time, so that the view
+    draws and answers keys while the rest loads. Batches wait in a short queue: the thread
+    stays a few batches ahead of the model, never the whole load."""
+
+    def __init__(self, store: LeaseStore, ips: Sequence[str]) -> None:
+        self.total = len(ips)
+        self._batches: queue.Queue[tuple[int, list[LeaseRow]] | Exception | None] = \
+            queue.Queue(maxsize=4)
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, args=(store, ips), name="view-load",
+                         daemon=True).start()
+
+    def get(self, timeout: float) -> tuple[int, list[LeaseRow]] | None:
+        """The next batch, with how many addresses have been read so far; None once every one
+        has been; raises queue.Empty after `timeout` seconds, or what the thread raised."""
+        item = self._batches.get(timeout=max(0.0, timeout))
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, store: LeaseStore, ips: Sequence[str]) -> None:
+        try:
+            for n, rows in enumerate(store.rows(ips), 1):
+                if not self._put((min(self.total, n * BATCH), rows)):
+                    return
+            self._put(None)
+        except Exception as error:  # handed to the view's thread, which reports it
+            self._put(error)
+
+    def _put(self, item: tuple[int, list[LeaseRow]] | Exception | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._batches.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def _stream_order(entry_id: str) -> tuple[int, int]:
@@ -27,8 +74,9 @@ def _stream_order(entry_id: str) -> tuple[int, int]:
 class Feed:
     """Keeps a ViewModel current from the store, a bounded amount of work per `step`:
 
-    * at start, our leases (the expiry set) are loaded a chunk at a time, and the last hour of
-      events sets the counters and each row's last change;
+    * at start, our leases (the expiry set) are loaded in address order by a thread of their
+      own, so that the first screen shows as soon as the first batch is in and the rest load
+      behind it; the last hour of events then sets the counters and each row's last change;
     * then each step reads the new events and re-reads the records they name (one script call),
       so a row always shows what Redis holds, not what an event said;
     * every `reconcile` seconds a SCAN sweep, a step at a time, finds seed hashes other
@@ -49,6 +97,7 @@ class Feed:
         self.loaded_at = (0, 0)  # events up to this id happened before the load: labels only
         self.loading = 0  # addresses of the initial load still to read
         self.busy = False  # work is queued: call step again without waiting
+        self._loader: _Loader | None = None
         self._fetch: deque[str] = deque()
         self._cursor = 0
         self._sweep_started: float | None = None
@@ -58,16 +107,20 @@ class Feed:
 
     def step(self, budget: float = 0.05) -> None:
         """Do up to about `budget` seconds of work; raises StoreError if Redis fails."""
-        until = time.monotonic() + budget
-        if not self.started:
+        first = not self.started
+        if first:
             self._start()
+        until = time.monotonic() + budget
         now = self.clock()
-        while self._fetch and (self.loading or time.monotonic() < until):
-            self._fetch_some(now)
-            if self.loading and time.monotonic() >= until:
+        if self._loader is not None:
+            # The first step waits for the first batch, and stops there: the first screen.
+            self._load(now, time.monotonic() + FIRST_WAIT if first else until, first)
+            if self.loading:
                 self.model.status = f"loading leases: {self.loading:,} to go"
                 self.busy = True
                 return
+        while self._fetch and time.monotonic() < until:
+            self._fetch_some(now)
         self.model.status = ""
         more = self._events(now, until)
         self._rogue(until)
@@ -78,16 +131,47 @@ class Feed:
             self._next_writers = now + WRITERS_EVERY
         self.busy = more or bool(self._fetch)
 
+    def close(self) -> None:
+        """Stop a load still running."""
+        if self._loader is not None:
+            self._loader.stop()
+
     def _start(self) -> None:
         now = self.clock()
         self.offset = now - self.store.server_time()
         since = f"{max(0, math.floor((now - self.offset - WINDOW) * 1000))}-0"
         self.event_id = self.rogue_id = since
         self.loaded_at = _stream_order(self.store.last_event_id())
-        self._fetch.extend(self.store.lease_ips())
-        self.loading = len(self._fetch)
+        # In address order, the view's first order: its first screen is the first batch.
+        entries = sorted(self.store.expiry_index(), key=lambda entry: entry[1])
+        self._loader = _Loader(self.store, [ip for _expiry, _number, ip in entries])
+        self.loading = len(entries)
         self._next_sweep = now
         self.started = True
+
+    def _load(self, now: float, until: float, once: bool = False) -> None:
+        """Put the batches the loader has read into the model, until `until` (after the first
+        batch if `once`)."""
+        assert self._loader is not None
+        while self.loading:
+            try:
+                batch = self._loader.get(until - time.monotonic())
+            except queue.Empty:
+                return
+            except Exception:
+                self._loader, self.started = None, False  # the next step starts again
+                raise
+            if batch is None:  # every address read
+                self.loading = 0
+                break
+            done, rows = batch
+            for row in rows:
+                self.model.put_row(row, now)
+            self.loading = self._loader.total - done
+            if once:
+                break
+        if not self.loading:
+            self._loader = None
 
     def _fetch_some(self, now: float) -> None:
         """Re-read a chunk of queued addresses: show what Redis holds, drop what has gone."""

@@ -7,14 +7,14 @@ import math
 from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from itertools import takewhile
 from operator import attrgetter
 from typing import Any
 
 from sniffer.keys import ipv4_number
-from sniffer.lease import Lease
+from sniffer.lease import DETAIL_FIELDS, Lease, LeaseRow, LeaseValues
 from sniffer.view.render import event_label
 
 
@@ -52,7 +52,7 @@ class Row:
 # some 60 ms longer (90 ms instead of 30), a stalled refresh. Row objects are built when read.
 Kept = tuple[Any, ...]
 IP, NUMBER, LEASE, DEADLINE, CHANGE, WHEN, HAY = range(7)
-_lease_fields = attrgetter(*(f.name for f in fields(Lease)))
+_lease_fields = attrgetter(*DETAIL_FIELDS)
 
 
 def _row(kept: Kept) -> Row:
@@ -201,6 +201,15 @@ class ViewModel:
             when: float | None = None) -> None:
         """Show `lease` at `ip` with `ttl` seconds left (-1: infinite) as of `now`. Without a
         change, the row keeps the change last seen for it."""
+        self._put(ip, _lease_fields(lease), lease, ttl, now, change, when)
+
+    def put_row(self, row: LeaseRow, now: float) -> None:
+        """Show a record as the store reads it in bulk (at its own address)."""
+        self._put(row.ip, row[:-1], row, row.ttl, now, None, None)
+
+    def _put(self, ip: str, values: LeaseValues, lease: Lease | LeaseRow, ttl: int, now: float,
+             change: str | None, when: float | None) -> None:
+        """`values`: the lease's fields, as the row keeps them; `lease` the same, by name."""
         old = self._kept.get(ip)
         number = old[NUMBER] if old is not None else ipv4_number(ip)
         if number is None:
@@ -211,7 +220,7 @@ class ViewModel:
         when = float(lease.updated) if when is None else when
         deadline = now + ttl if ttl >= 0 else math.inf
         hay = f"{ip}\t{lease.mac or ''}\t{lease.hostname or ''}".lower()
-        self._replace(old, (ip, number, _lease_fields(lease), deadline, change, when, hay))
+        self._replace(old, (ip, number, values, deadline, change, when, hay))
 
     def label(self, ip: str, change: str, when: float) -> None:
         """Record the last change of a row whose contents are already current."""
@@ -281,10 +290,14 @@ class ViewModel:
 
     def _replace(self, old: Kept | None, new: Kept | None) -> None:
         for sort, index in self._indexes.items():
-            if old is not None:
-                index.discard(_entry(sort, old))
-            if new is not None:
-                index.add(_entry(sort, new))
+            before = _entry(sort, old) if old is not None else None
+            after = _entry(sort, new) if new is not None else None
+            if before == after:  # a renewal keeps its address; a label, its deadline
+                continue
+            if before is not None:
+                index.discard(before)
+            if after is not None:
+                index.add(after)
         if new is not None:
             self._kept[new[IP]] = new
         if self._filter is not None:

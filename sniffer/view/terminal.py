@@ -163,20 +163,29 @@ def run_view(store: LeaseStore, stop: threading.Event | None = None, *, source: 
             pass
         finally:
             stop.set()
+            feed.close()
 
 
 def _loop(feed: Feed, state: ViewState, keyboard: _Keyboard, live: Live,
           stop: threading.Event, refresh: float) -> None:
     model, console = feed.model, live.console
-    next_step = 0.0
-    while not stop.is_set():
+
+    def draw() -> None:
         page = page_size(console.size.height)
+        state.offset = clamp(state.offset, len(model.matching(state.sort, state.filter)), page)
+        size = console.size
+        live.update(render(model, state, time.time(), size.height, size.width), refresh=True)
+
+    next_step = next_draw = 0.0
+    while not stop.is_set():
         keys = keyboard.read(0.0 if feed.busy else next_step - time.monotonic())
         if keys is None:
             return
         for key in keys:
-            if handle_key(state, key, page):
+            if handle_key(state, key, page_size(console.size.height)):
                 return
+        if keys:  # answered at once, before the next step's work
+            draw()
         if time.monotonic() >= next_step or feed.busy:
             next_step = time.monotonic() + refresh
             try:
@@ -184,6 +193,8 @@ def _loop(feed: Feed, state: ViewState, keyboard: _Keyboard, live: Live,
             except StoreError as error:
                 feed.busy = False
                 model.status = f"{error}; retrying"
-        state.offset = clamp(state.offset, len(model.matching(state.sort, state.filter)), page)
-        size = console.size
-        live.update(render(model, state, time.time(), size.height, size.width), refresh=True)
+            # While the feed is busy (loading, catching up) it steps without pause: draw every
+            # `refresh` seconds then, and leave it the time in between.
+            if not feed.busy or time.monotonic() >= next_draw:
+                next_draw = time.monotonic() + refresh
+                draw()
