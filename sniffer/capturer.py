@@ -324,11 +324,12 @@ def permission_message(interface: str, end: CaptureEnd) -> str:
 
 class LiveDecoder:
     """One tshark process decoding the live pcap written to it; a thread turns its output into
-    Datagrams for `sink`, but only once the previous decoder's thread has finished, so datagrams
-    keep capture order across a change of tshark. finish() closes its input: it decodes what it
-    has and exits."""
+    Datagrams for `sink`, a list of those of each read of tshark's output, but only once the
+    previous decoder's thread has finished, so datagrams keep capture order across a change of
+    tshark. finish() closes its input: it decodes what it has and exits."""
 
-    def __init__(self, ports: Sequence[int], label: str, sink: Callable[[Datagram], None],
+    def __init__(self, ports: Sequence[int], label: str,
+                 sink: Callable[[list[Datagram]], None],
                  previous: LiveDecoder | None = None) -> None:
         self.ports = check_ports(ports)
         self.failure: str | None = None  # why it exited, when it failed
@@ -377,10 +378,12 @@ class LiveDecoder:
         if previous is not None:
             previous.wait()
         try:
-            for line in self._process.lines():
-                datagram = to_datagram(line.rstrip("\n").split("\t"), self.ports)
-                if datagram is not None:
-                    self._sink(datagram)
+            ports = self.ports
+            for lines in self._process.batches():
+                datagrams = [datagram for line in lines
+                             if (datagram := to_datagram(line.split("\t"), ports)) is not None]
+                if datagrams:
+                    self._sink(datagrams)
             self.failure = self._process.failure()
         finally:
             self._process.stop()

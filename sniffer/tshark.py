@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import io
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
 from pyshark.tshark.tshark import (
@@ -246,6 +247,26 @@ class TsharkProcess:
     def lines(self) -> IO[str]:
         assert self._popen.stdout is not None
         return self._popen.stdout
+
+    def batches(self) -> Iterator[list[str]]:
+        """Its output as it comes, in batches of whole lines (without their newlines): what
+        each read of the pipe returns, one line while tshark keeps up with a quiet capture,
+        many when it is busy. For live capture, where handing lines on one by one costs more
+        than making them."""
+        stdout = self._popen.stdout
+        assert isinstance(stdout, io.TextIOWrapper)
+        pipe = stdout.buffer
+        rest = b""
+        while data := pipe.read1(STDOUT_BUFFER):
+            cut = data.rfind(b"\n") + 1
+            if not cut:
+                rest += data
+                continue
+            text = (rest + data[:cut]).decode("ascii", "replace")
+            rest = data[cut:]
+            yield text.split("\n")[:-1]
+        if rest:
+            yield [rest.decode("ascii", "replace")]
 
     def finish(self) -> None:
         """Wait for the exit after end of output; CaptureError (see read_error) if tshark

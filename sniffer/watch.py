@@ -41,8 +41,8 @@ class InterfaceWatch:
     start-up a failure is final instead: `wait_started` reports it.
     """
 
-    def __init__(self, interface: str, sink: Callable[[Datagram], None], metrics: Metrics, *,
-                 ports: tuple[int, ...], buffer_mib: int, restart_every: float,
+    def __init__(self, interface: str, sink: Callable[[list[Datagram]], None], metrics: Metrics,
+                 *, ports: tuple[int, ...], buffer_mib: int, restart_every: float,
                  start_timeout: float) -> None:
         self.interface = interface
         self.ports = ports
