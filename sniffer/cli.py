@@ -33,6 +33,7 @@ from sniffer.lease import LeaseRow
 from sniffer.listing import Query, SortKey, listing
 from sniffer.live import SniffConfig, Sniffer, run_sniffer, run_sniffer_with_view
 from sniffer.logs import configure_logging, log
+from sniffer.migrate import migrate as migrate_store
 from sniffer.pipeline import Pipeline
 from sniffer.replay import Pace, replay_files, summary
 from sniffer.store import LeaseStore
@@ -472,6 +473,26 @@ def view(
 
 def _source(redis_url: str | None) -> str:
     return f"Redis at {mask_url(redis_url)}" if redis_url is not None else "embedded Redis"
+
+
+@app.command()
+@reports_errors
+def migrate(
+    redis_url: RedisUrl = None,
+    redis_password_file: RedisPasswordFile = None,
+    redis_ca: RedisCa = None,
+    redis_cert: RedisCert = None,
+    redis_key: RedisKey = None,
+    key_prefix: KeyPrefix = "",
+    namespace: Namespace = "dhcp-hive-mind",
+) -> None:
+    """Move a store written by a version before the Redis Cluster layout to it (safe to repeat,
+    and while sniffers run)."""
+    options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
+    with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
+        counts = migrate_store(store)
+    out.print(f"{counts['moved']:,} detail hashes moved to the cluster layout, "
+              f"{counts['dropped']:,} older copies dropped.")
 
 
 @app.command()

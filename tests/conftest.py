@@ -11,10 +11,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.redis_cluster import RedisCluster
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_PCAPS = REPO.parent / "shared" / "pcaps"
@@ -103,3 +106,19 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
 
 def shared_pcaps() -> list[Path]:
     return sorted(p for p in SHARED_PCAPS.glob("*.pcap*") if not p.name.endswith(".txt"))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session() -> Iterator[RedisCluster]:
+    """A real Redis Cluster (tests/redis_cluster.py) for the whole session."""
+    from tests.redis_cluster import redis_cluster
+
+    with redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(redis_cluster_session: RedisCluster) -> RedisCluster:
+    """The session's Redis Cluster, emptied for this test."""
+    redis_cluster_session.flush()
+    return redis_cluster_session

@@ -504,7 +504,7 @@ def lease_ips(client: redis.Redis) -> set[str]:
     for key in client.scan_iter(count=1000):
         text = key.decode() if isinstance(key, bytes) else key
         if text.startswith(f"{NS}:lease:"):
-            ips.add(text.rsplit(":", 1)[1])
+            ips.add(text.rsplit(":", 1)[1].strip("{}"))
         elif text.count(".") == 3 and all(part.isdigit() for part in text.split(".")):
             ips.add(text)
     return ips
@@ -520,10 +520,10 @@ def _decoded(h: dict[Any, Any]) -> dict[str, str]:
 
 def record(client: redis.Redis, ip: str) -> Record | None:
     seed = _decoded(client.hgetall(ip))
-    detail = _decoded(client.hgetall(f"{NS}:lease:{ip}"))
+    detail = _decoded(client.hgetall(f"{NS}:lease:{{{ip}}}"))
     if not seed and not detail:
         return None
-    return Record(seed, detail, int(client.ttl(ip)), int(client.ttl(f"{NS}:lease:{ip}")))
+    return Record(seed, detail, int(client.ttl(ip)), int(client.ttl(f"{NS}:lease:{{{ip}}}")))
 
 
 def assert_lease(client: redis.Redis, expected: dict[str, str], *,
@@ -598,7 +598,7 @@ def check_formats(client: redis.Redis, ip: str) -> None:
     """Every field of the record at ip has its R-RD-1 format; the seed mirrors the detail; the
     TTLs match `expires` under the capture clock (2 s tolerance) or are -1 when infinite.
     Read in one transaction, so a record that expires meanwhile is seen whole or not at all."""
-    detail_key = f"{NS}:lease:{ip}"
+    detail_key = f"{NS}:lease:{{{ip}}}"
     pipe = client.pipeline(transaction=True)
     pipe.hgetall(ip)
     pipe.hgetall(detail_key)

@@ -67,7 +67,7 @@ def test_the_file_gives_the_redis_url_the_namespace_and_the_tracker_rules(
     done = run("--config", str(config), "replay", str(pcap), "--allow-server", S1,
                unset=("REDIS_URL",))
     assert "3 leases written" in done.stdout, done.stderr
-    assert rclient.exists("from-file:lease:192.0.2.10")
+    assert rclient.exists("from-file:lease:{192.0.2.10}")
     # leases reads the same Redis and namespace from the file (HIVE_CONFIG works as --config).
     listed = run("leases", "--json", env={"HIVE_CONFIG": str(config)}, unset=("REDIS_URL",))
     assert [lease["ip"] for lease in json.loads(listed.stdout)] == [

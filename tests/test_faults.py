@@ -158,7 +158,7 @@ def test_a_hung_redis_holds_up_nothing_and_late_writes_keep_capture_clock_expiri
         assert client.hgetall(client_ip(1)) == {"mac": client_mac(1)}
         assert abs(client.ttl(client_ip(1)) - (sent + 600 - time.time())) <= 2
         for gone in (client_ip(0), client_ip(2), client_ip(4)):
-            assert not client.exists(gone) and not client.exists(f"{NS}:lease:{gone}"), gone
+            assert not client.exists(gone) and not client.exists(f"{NS}:lease:{{{gone}}}"), gone
         check_all_formats(client)
         # The history keeps what happened meanwhile, the short leases included.
         events = [fields for _id, fields in client.xrange(f"{NS}:events")]
@@ -383,12 +383,12 @@ def test_hostile_strings_are_stored_sanitised_and_printed_safely(
 
     # Another program (or an attacker with write access) puts escapes into Redis.
     expires = int(time.time()) + 600
-    rclient.hset(f"{NS}:lease:{HOSTILE_IP}", mapping={
+    rclient.hset(f"{NS}:lease:{{{HOSTILE_IP}}}", mapping={
         "ip": HOSTILE_IP, "mac": HOSTILE, "htype": "1", "hostname": HOSTILE,
         "hostname_src": "ack12", "expires": str(expires), "lease_time": "600",
         "server": HOSTILE, "giaddr": "0.0.0.0", "xid": "00000001", "updated": str(expires - 600),
         "kind": "dhcp"})
-    rclient.expire(f"{NS}:lease:{HOSTILE_IP}", 600)
+    rclient.expire(f"{NS}:lease:{{{HOSTILE_IP}}}", 600)
     rclient.zadd(f"{NS}:expiry", {HOSTILE_IP: expires})
     rclient.xadd(f"{NS}:events", {"event": HOSTILE, "ip": HOSTILE_IP, "mac": HOSTILE,
                                   "hostname": HOSTILE, "ts": str(expires - 600)})

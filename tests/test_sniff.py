@@ -198,7 +198,7 @@ def test_leases_reach_redis_under_the_capture_clock(link: Link, rc: redis.Redis,
     link.send(request_ack(1, lease=600, hostname="alpha"))
     wait_records(rc, range(1, 2))
     assert record(rc, 1) == {"mac": client_mac(1), "hostname": "alpha"}
-    detail = rc.hgetall(f"dhcp-hive-mind:lease:{client_ip(1)}")
+    detail = rc.hgetall(f"dhcp-hive-mind:lease:{{{client_ip(1)}}}")
     assert int(detail["expires"]) == int(detail["updated"]) + 600
     assert abs(int(detail["updated"]) - sent) <= 2  # the capture time, not a replay's
     assert abs(rc.ttl(client_ip(1)) - (int(detail["expires"]) - time.time())) <= 2

@@ -292,6 +292,6 @@ def test_case_30_lease_expires_by_redis_ttl(redis_url: str, rclient: Redis, tmp_
     assert expected["expires"] == str(c.t0 + 5)
     assert_lease(rclient, expected)
     assert 0 < rclient.ttl("192.0.2.100") <= 5
-    assert 0 < rclient.ttl("dhcp-hive-mind:lease:192.0.2.100") <= 5
+    assert 0 < rclient.ttl("dhcp-hive-mind:lease:{192.0.2.100}") <= 5
     time.sleep(max(0.0, c.t0 + 7.2 - time.time()))
     assert_only(rclient)

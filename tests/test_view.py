@@ -404,7 +404,7 @@ def test_records_reads_ours_and_foreign_in_one_call(writer: LeaseStore, reader: 
     found = reader.records(["192.0.2.10", "192.0.2.20", "192.0.2.21", "192.0.2.30",
                             "192.0.2.40"])
     assert list(found) == ["192.0.2.10", "192.0.2.20", "192.0.2.21"]
-    assert found["192.0.2.10"] == (ours, rclient.ttl(f"{NS}:lease:192.0.2.10"))
+    assert found["192.0.2.10"] == (ours, rclient.ttl(f"{NS}:lease:{{192.0.2.10}}"))
     foreign, ttl = found["192.0.2.20"]
     assert (foreign.kind, foreign.mac, foreign.hostname, ttl) == (
         "foreign", "aa:bb:cc:dd:ee:ff", HOSTILE, rclient.ttl("192.0.2.20"))
@@ -464,7 +464,7 @@ def test_feed_loads_follows_events_and_reconciles(writer: LeaseStore, reader: Le
     # What the stream does not say, the sweep finds: a foreign lease added and one deleted.
     rclient.hset("192.0.2.51", mapping={"mac": "aa:bb:cc:dd:ee:01"})
     rclient.delete("192.0.2.50")
-    rclient.delete(f"{NS}:lease:192.0.2.12", "192.0.2.12")  # behind the sniffer's back
+    rclient.delete(f"{NS}:lease:{{192.0.2.12}}", "192.0.2.12")  # behind the sniffer's back
     step_until_idle(feed)
     feed.step()
     step_until_idle(feed)

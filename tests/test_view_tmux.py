@@ -159,8 +159,8 @@ def write_hostile(rclient: redis.Redis) -> None:
               "hostname": HOSTILE, "expires": str(now + 900), "lease_time": "900",
               "server": "\x1b[2J", "giaddr": "\x1b[5m", "circuit_id": "1b5b33316d",
               "xid": "00000001", "updated": str(now), "kind": "dhcp"}
-    rclient.hset(f"{NS}:lease:198.51.100.201", mapping=detail)
-    rclient.expire(f"{NS}:lease:198.51.100.201", 900)
+    rclient.hset(f"{NS}:lease:{{198.51.100.201}}", mapping=detail)
+    rclient.expire(f"{NS}:lease:{{198.51.100.201}}", 900)
     rclient.zadd(f"{NS}:expiry", {"198.51.100.201": now + 900})
     rclient.xadd(f"{NS}:events", {**detail, "event": "granted", "writer": "\x1b[5mblink"})
     rclient.hset(f"{NS}:writers", "\x1b[5mblink", str(now))

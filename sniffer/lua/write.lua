@@ -1,29 +1,31 @@
--- One batch of tracker commands, applied in order (spec R-RD-7: writes for one address reach
--- Redis in processing order) with the same commands, keys and arguments as a MULTI/EXEC of them
--- would send. Field names travel once per batch, in "schemas" (the names of a record's fields,
--- in order), so that a record is mostly its values.
--- ARGV: the expiry set, event and rogue streams, rogue-server hash, stream cap, rogue-server
--- cap; the seed, detail, MAC-index and client-id-index key prefixes (keys are prefix .. value,
--- as Keys builds them); the number of schemas, each as n-detail n-names <names>; then one record
--- per command:
---   G ip expire seconds score schema <values>  (a Grant: n-detail detail fields, then the
---                                               event's extra fields: event, ts, writer, previous_*)
---   R ip schema <values>                       (a Revoke: its event's fields)
---   X server schema <values>                   (a rogue reply: its event's fields)
--- A Grant DELs first (R-RD-2: a write replaces the whole record): fields never merge, and an
--- infinite rewrite drops the old TTL.
+-- Tracker writes on the keys this call declares, applied in order (spec R-RD-7: writes for one
+-- address reach Redis in processing order). Every key is in KEYS, so that on Redis Cluster a
+-- call touches one slot (hive.md R-HV-7): the store makes one call per slot there, and one call
+-- for the whole batch on a standalone Redis. Field names travel once per call, in "schemas"
+-- (the names of a record's fields, in order), so that a record is mostly its values.
+-- ARGV: stream cap, rogue-server cap; the number of schemas, each as n-detail n-names <names>;
+-- then the operations, keys given as their index in KEYS (0: none):
+--   L seed lease events expire seconds schema <values>  a lease written whole: its seed hash
+--       (mac, hostname) and detail hash (the n-detail first values) replaced, their expiry set;
+--       with `events`, an event of every value added to that stream
+--   D seed lease events schema <values>  a lease deleted, with its event as for L
+--   E stream schema <values>             an event added to a capped stream
+--   A set member | S set member          SADD | SREM
+--   Z zset score member | z zset member  ZADD | ZREM
+--   C hash member                        a rogue server's reply counted (capped)
+--   W hash field value                   HSET
+-- A lease is DELeted before it is written (R-RD-2: a write replaces the whole record): fields
+-- never merge, and an infinite rewrite drops the old TTL.
 -- Like EXEC, every command runs even after one fails; the first error is returned at the end.
 local A = ARGV
-local expiry, events, rogue, rogue_servers = A[1], A[2], A[3], A[4]
-local maxlen, rogue_servers_max = A[5], tonumber(A[6])
-local seed_of, lease_of, by_mac, by_cid = A[7], A[8], A[9], A[10]
+local maxlen, rogue_servers_max = A[1], tonumber(A[2])
 local failure
 local function call(...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err and not failure then failure = reply.err end
 end
-local schemas, i = {}, 12
-for s = 0, tonumber(A[11]) - 1 do
+local schemas, i = {}, 4
+for s = 0, tonumber(A[3]) - 1 do
   local n_detail, n = tonumber(A[i]), tonumber(A[i + 1])
   local names, at = {}, {}
   for k = 1, n do
@@ -46,50 +48,64 @@ local function fields(count)
   end
   return flat
 end
-while i <= #A do
-  local op, ip = A[i], A[i + 1]
-  if op == 'G' then
-    local expire, seconds, score = A[i + 2], A[i + 3], A[i + 4]
-    schema, first = schemas[tonumber(A[i + 5])], i + 6
-    local old_mac, old_cid = value('previous_mac'), value('previous_client_id')
-    if old_mac then call('SREM', by_mac .. old_mac, ip) end
-    if old_cid then call('SREM', by_cid .. old_cid, ip) end
-    call('DEL', seed_of .. ip, lease_of .. ip)
-    local mac, hostname, cid = value('mac'), value('hostname'), value('client_id')
-    local seed = {}
-    if mac then seed[#seed + 1] = 'mac'; seed[#seed + 1] = mac end
-    if hostname then seed[#seed + 1] = 'hostname'; seed[#seed + 1] = hostname end
-    if #seed > 0 then call('HSET', seed_of .. ip, unpack(seed)) end
-    local event = fields(schema.n)
-    call('HSET', lease_of .. ip, unpack(event, 1, 2 * schema.n_detail))
-    if expire ~= '' then
-      if #seed > 0 then call(expire, seed_of .. ip, seconds) end
-      call(expire, lease_of .. ip, seconds)
-    end
-    if mac then call('SADD', by_mac .. mac, ip) end
-    if cid then call('SADD', by_cid .. cid, ip) end
-    call('ZADD', expiry, score, ip)
-    call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(event))
-  else
-    schema, first = schemas[tonumber(A[i + 2])], i + 3
-    if op == 'R' then
-      call('DEL', seed_of .. ip, lease_of .. ip)
-      call('ZREM', expiry, ip)
-      local mac, cid = value('mac'), value('client_id')
-      if mac then call('SREM', by_mac .. mac, ip) end
-      if cid then call('SREM', by_cid .. cid, ip) end
-      call('XADD', events, 'MAXLEN', '~', maxlen, '*', unpack(fields(schema.n)))
-    else
-      -- Forged server identifiers must not grow the hash without end: past the cap, only
-      -- servers already listed are counted (the stream still records every reply).
-      if redis.call('HEXISTS', rogue_servers, ip) == 1
-          or redis.call('HLEN', rogue_servers) < rogue_servers_max then
-        call('HINCRBY', rogue_servers, ip, 1)
-      end
-      call('XADD', rogue, 'MAXLEN', '~', maxlen, '*', unpack(fields(schema.n)))
-    end
+local function key(at) return KEYS[tonumber(at)] end
+local function event(stream)
+  if stream ~= '0' then
+    call('XADD', key(stream), 'MAXLEN', '~', maxlen, '*', unpack(fields(schema.n)))
   end
-  i = first + schema.n
+end
+while i <= #A do
+  local op = A[i]
+  if op == 'L' then
+    local seed, lease, stream, expire, seconds = key(A[i + 1]), key(A[i + 2]), A[i + 3],
+      A[i + 4], A[i + 5]
+    schema, first = schemas[tonumber(A[i + 6])], i + 7
+    call('DEL', seed, lease)
+    local mac, hostname = value('mac'), value('hostname')
+    local flat = {}
+    if mac then flat[#flat + 1] = 'mac'; flat[#flat + 1] = mac end
+    if hostname then flat[#flat + 1] = 'hostname'; flat[#flat + 1] = hostname end
+    if #flat > 0 then call('HSET', seed, unpack(flat)) end
+    call('HSET', lease, unpack(fields(schema.n_detail)))
+    if expire ~= '' then
+      if #flat > 0 then call(expire, seed, seconds) end
+      call(expire, lease, seconds)
+    end
+    event(stream)
+    i = first + schema.n
+  elseif op == 'D' then
+    call('DEL', key(A[i + 1]), key(A[i + 2]))
+    local stream = A[i + 3]
+    schema, first = schemas[tonumber(A[i + 4])], i + 5
+    event(stream)
+    i = first + schema.n
+  elseif op == 'E' then
+    local stream = A[i + 1]
+    schema, first = schemas[tonumber(A[i + 2])], i + 3
+    event(stream)
+    i = first + schema.n
+  elseif op == 'A' then
+    call('SADD', key(A[i + 1]), A[i + 2]); i = i + 3
+  elseif op == 'S' then
+    call('SREM', key(A[i + 1]), A[i + 2]); i = i + 3
+  elseif op == 'Z' then
+    call('ZADD', key(A[i + 1]), A[i + 2], A[i + 3]); i = i + 4
+  elseif op == 'z' then
+    call('ZREM', key(A[i + 1]), A[i + 2]); i = i + 3
+  elseif op == 'C' then
+    -- Forged server identifiers must not grow the hash without end: past the cap, only
+    -- servers already listed are counted (the stream still records every reply).
+    local servers, server = key(A[i + 1]), A[i + 2]
+    if redis.call('HEXISTS', servers, server) == 1
+        or redis.call('HLEN', servers) < rogue_servers_max then
+      call('HINCRBY', servers, server, 1)
+    end
+    i = i + 3
+  elseif op == 'W' then
+    call('HSET', key(A[i + 1]), A[i + 2], A[i + 3]); i = i + 4
+  else
+    return redis.error_reply('write.lua: unknown operation ' .. tostring(op))
+  end
 end
 if failure then return redis.error_reply(failure) end
 return 0

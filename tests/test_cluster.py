@@ -1,0 +1,232 @@
+"""Redis Cluster (issue 11, hive.md R-HV-7 and R-HV-10): `--redis-url` naming any node of a real
+six-node cluster works for replay, leases and history, and the view's reads; what a replay leaves
+in the cluster equals, field by field, what the same replay leaves in a standalone Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import require_tool
+from helpers import run_cli
+from redis_cluster import RedisCluster, redis_cluster
+from specharness import RELEASE, S1, Case, client_msg, o_host, o_server
+
+from sniffer.connection import StoreError, close_redis, is_cluster, open_redis
+from sniffer.keys import Keys
+from sniffer.store import LeaseStore
+
+CLIENTS = 60
+RELEASED = range(0, CLIENTS, 7)  # these clients release their address
+MOVED = 7  # client 7 releases its address, which is granted to client 500 afterwards
+TAKEN = 3  # client 3's address is granted to client 501 (a reassignment, no release seen)
+
+
+def mac(n: int) -> bytes:
+    return bytes([2, 0, 0, 0, n // 256, n % 256])
+
+
+def ip(n: int) -> str:
+    return f"10.{n // 250}.{n % 250 // 10}.{n % 10 + 1}"
+
+
+def capture(redis_url: str, path: Path) -> tuple[Path, set[str]]:
+    """Grants to CLIENTS clients with host names, releases by some, and a released address
+    granted again to another client; returns the pcap and the addresses leased at its end. (The
+    spec harness's Case builds it; nothing is fed to its session on `redis_url`.)"""
+    case = Case(redis_url, path.parent)
+    for n in range(CLIENTS):
+        case.dora(0x1000 + n, ip(n), chaddr=mac(n), ack_at=1 + n * 0.5,
+                  request_opts=[o_host(f"host-{n}")])
+    at = 1 + CLIENTS * 0.5
+    for k, n in enumerate(RELEASED):
+        case.add(at + k * 0.5, client_msg(RELEASE, 0x2000 + n, mac(n), o_server(S1), ci=ip(n)))
+    case.dora(0x3000, ip(MOVED), chaddr=mac(500), ack_at=at + 60)
+    case.dora(0x3001, ip(TAKEN), chaddr=mac(501), ack_at=at + 61)
+    leased = {ip(n) for n in range(CLIENTS) if n not in RELEASED} | {ip(MOVED)}
+    return case.capture.write(path), leased
+
+
+def replay(url: str, pcap: Path) -> None:
+    result = run_cli("replay", str(pcap), "--redis-url", url, "--allow-server", S1,
+                     "--as-captured")
+    assert result.returncode == 0, result.stderr
+
+
+def state(client: Any, ips: set[str]) -> dict[str, Any]:
+    """Everything the store holds about these addresses, with the Unix second each expires (the
+    TTL, independent of when it is read)."""
+    keys = Keys()
+    found: dict[str, Any] = {}
+    for address in sorted(ips):
+        seed, detail = keys.seed(address), keys.lease(address)
+        found[address] = (client.hgetall(seed), client.expiretime(seed),
+                          client.hgetall(detail), client.expiretime(detail))
+    return found
+
+
+@pytest.fixture(scope="module")
+def replayed(redis_cluster_session: RedisCluster, redis_server: str,
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str], set[str]]:
+    """The capture replayed into the (emptied) cluster and the standalone Redis: (leased
+    addresses, every address it named)."""
+    require_tool("tshark")
+    redis_cluster_session.flush()
+    with redis.Redis.from_url(redis_server) as standalone:
+        standalone.flushall()
+    pcap, leased = capture(redis_server, tmp_path_factory.mktemp("cluster") / "hive.pcap")
+    replay(redis_cluster_session.url, pcap)
+    replay(redis_server, pcap)
+    return leased, {ip(n) for n in range(CLIENTS)}
+
+
+def test_any_node_opens_the_whole_cluster(redis_cluster_session: RedisCluster) -> None:
+    for port in redis_cluster_session.ports:  # masters and replicas alike
+        client, shown = open_redis(f"redis://127.0.0.1:{port}")
+        try:
+            assert is_cluster(client)
+            assert shown == f"Redis Cluster at redis://127.0.0.1:{port}"
+        finally:
+            close_redis(client)
+
+
+def test_replay_into_a_cluster_equals_the_standalone_replay(
+        replayed: tuple[set[str], set[str]], redis_cluster_session: RedisCluster,
+        redis_server: str) -> None:
+    leased, named = replayed
+    with redis_cluster_session.client() as cluster, \
+            redis.Redis.from_url(redis_server, decode_responses=True) as standalone:
+        ours, theirs = state(cluster, named), state(standalone, named)
+        assert {a for a, (seed, _t, detail, _d) in ours.items() if seed and detail} == leased
+        for address in named:
+            seed, seed_ttl, detail, detail_ttl = ours[address]
+            want_seed, want_seed_ttl, want_detail, want_detail_ttl = theirs[address]
+            assert (seed, detail) == (want_seed, want_detail), address
+            assert abs(seed_ttl - want_seed_ttl) <= 2 and abs(detail_ttl - want_detail_ttl) <= 2
+        # The indexes, on other nodes than the leases: a release and a reassignment took the
+        # address out of the old client's entry.
+        keys = Keys()
+        for n in range(CLIENTS):
+            index = keys.by_mac(":".join(f"{b:02x}" for b in mac(n)))
+            assert cluster.smembers(index) == standalone.smembers(index), n
+        assert cluster.smembers(keys.by_mac("02:00:00:00:01:f4")) == {ip(MOVED)}
+        assert cluster.smembers(keys.by_mac("02:00:00:00:01:f5")) == {ip(TAKEN)}
+        assert not cluster.exists(keys.by_mac("02:00:00:00:00:03"))
+        assert cluster.hget(keys.seed(ip(TAKEN)), "mac") == "02:00:00:00:01:f5"
+        assert cluster.zrange(keys.expiry, 0, -1, withscores=True) == \
+            standalone.zrange(keys.expiry, 0, -1, withscores=True)
+        assert cluster.xlen(keys.events) == standalone.xlen(keys.events)
+
+
+def test_commands_read_the_cluster_as_they_read_a_standalone_redis(
+        replayed: tuple[set[str], set[str]], redis_cluster_session: RedisCluster,
+        redis_server: str) -> None:
+    leased, _named = replayed
+    outputs = []
+    for url in (redis_cluster_session.url, redis_server):
+        listed = run_cli("leases", "--redis-url", url, "--json")
+        by_mac = run_cli("leases", "--redis-url", url, "--mac", "02:00:00:00:01:f4", "--json")
+        histories = [run_cli("history", "--redis-url", url, ip(n), "--json")
+                     for n in (MOVED, TAKEN)]
+        for result in (listed, by_mac, *histories):
+            assert result.returncode == 0, result.stderr
+        events = [[e["event"] for e in json.loads(result.stdout)] for result in histories]
+        outputs.append((_without_ttl(listed.stdout), _without_ttl(by_mac.stdout), events))
+    assert outputs[0] == outputs[1]
+    assert {row["ip"] for row in json.loads(run_cli(
+        "leases", "--redis-url", redis_cluster_session.url, "--json").stdout)} == leased
+    assert outputs[0][2] == [["granted", "deleted", "granted"], ["reassigned", "granted"]]
+
+
+def _without_ttl(text: str) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k not in ("ttl", "expires_in")}
+            for row in json.loads(text)]
+
+
+def test_the_views_reads_scan_every_master(
+        replayed: tuple[set[str], set[str]], redis_cluster_session: RedisCluster) -> None:
+    leased, named = replayed
+    client, _shown = open_redis(redis_cluster_session.url)
+    store = LeaseStore(client, Keys(), capture_clock=True)
+    try:
+        scanned: list[str] = []
+        cursor, masters = 0, set()
+        while True:
+            cursor, ips = store.scan_seeds(cursor, count=10)
+            scanned += ips
+            masters.add(cursor >> 64)
+            if cursor == 0:
+                break
+        assert sorted(scanned) == sorted(leased)  # each seed once, from all three masters
+        assert len(masters) == 3
+        records = store.records(sorted(named))
+        assert set(records) == leased
+        assert all(lease.kind == "dhcp" and 3000 < ttl <= 3700 for lease, ttl in records.values())
+        assert sorted(store.lease_ips()) == sorted(leased)
+        assert sorted(lease.ip for lease in store.load()) == sorted(leased)
+    finally:
+        store.close()
+
+
+def test_a_cluster_that_is_down_is_one_line_at_start() -> None:
+    with redis_cluster() as down:
+        with redis.Redis(port=down.ports[0], decode_responses=True) as node:
+            master = node.cluster("myid")
+            nodes = node.cluster("nodes")  # "host:port" -> {"node_id", "master_id", ...}
+        # A master and its replica gone: a third of the slots has no one serving it.
+        for address, about in nodes.items():
+            if master in (about["node_id"], about["master_id"]):
+                down.procs.pop(int(address.rsplit(":", 1)[1])).kill()
+        url = f"redis://127.0.0.1:{next(iter(down.procs))}"  # a node still running
+        with pytest.raises(StoreError, match=r"Redis Cluster at .* is down \(cluster_state:fail"):
+            _wait_down(url)
+        result = run_cli("leases", "--redis-url", url)
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "is down" in result.stderr
+
+
+def _wait_down(url: str) -> None:
+    """open_redis until the surviving nodes agree the cluster has failed (node timeout 2 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        client, _shown = open_redis(url)
+        close_redis(client)
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("where", ["cluster", "standalone"])
+def test_migrate_moves_a_store_of_the_old_layout(
+        where: str, replayed: tuple[set[str], set[str]], redis_cluster_session: RedisCluster,
+        redis_server: str) -> None:
+    """Detail hashes at `<ns>:lease:<ip>` (before the hash tags) move, TTL and all; where a
+    sniffer wrote the new key since, the old copy is dropped; a second run changes nothing."""
+    leased, named = replayed
+    url = redis_cluster_session.url if where == "cluster" else redis_server
+    keys, newer = Keys(), ip(MOVED)
+    client: Any = (redis_cluster_session.client() if where == "cluster"
+                   else redis.Redis.from_url(redis_server, decode_responses=True))
+    with client:
+        before = state(client, named)
+        raw: Any = (redis.RedisCluster(host="127.0.0.1", port=redis_cluster_session.ports[0])
+                    if where == "cluster" else redis.Redis.from_url(redis_server))
+        with raw:
+            for address in leased:  # as the old layout wrote them
+                raw.restore(keys.old_lease(address), raw.pttl(keys.lease(address)),
+                            raw.dump(keys.lease(address)))
+                if address != newer:
+                    raw.delete(keys.lease(address))
+        first = run_cli("migrate", "--redis-url", url)
+        assert first.returncode == 0, first.stderr
+        assert f"{len(leased) - 1} detail hashes moved" in first.stdout
+        assert "1 older copies dropped" in first.stdout
+        after = state(client, named)
+        for address in named:
+            assert after[address][0::2] == before[address][0::2], address
+            assert abs(after[address][3] - before[address][3]) <= 2
+        assert not any(client.exists(keys.old_lease(address)) for address in named)
+        again = run_cli("migrate", "--redis-url", url)
+        assert "0 detail hashes moved" in again.stdout and state(client, named) == after
