@@ -345,8 +345,8 @@ def test_rows_keep_the_order_asked_for_across_batches(store: LeaseStore,
     leases = [make_lease(f"10.{n // 250}.{n % 250}.1", xid=n) for n in range(2500)]
     for start in range(0, len(leases), 1000):
         apply(store, *(Grant(lease, "granted") for lease in leases[start:start + 1000]))
-    rclient.delete(f"{NS}:lease:{leases[5].ip}")  # as if it had expired
-    rclient.set(f"{NS}:lease:10.99.0.1", "not a hash")  # another program's key, in the way
+    rclient.delete(f"{NS}:lease:{{{leases[5].ip}}}")  # as if it had expired
+    rclient.set(f"{NS}:lease:{{10.99.0.1}}", "not a hash")  # another program's key, in the way
     rclient.zadd(f"{NS}:expiry", {"10.99.0.1": 1})
     wanted = [lease.ip for lease in reversed(leases)] + ["10.99.0.1"]
     batches = list(store.rows(wanted, indexed=True))

@@ -305,7 +305,7 @@ def test_the_first_screen_shows_while_the_rest_loads(terminal: Terminal,
                                         hostname=f"host-{n}"), "granted")
                       for n, ip in enumerate(addresses[start:start + 1000], start)], time.time())
     writer.close()
-    proxy = HoldingProxy(redis_url, f"{NS}:lease:{addresses[BATCH]}\r\n".encode())
+    proxy = HoldingProxy(redis_url, f"{NS}:lease:{{{addresses[BATCH]}}}\r\n".encode())
     try:
         terminal.run("view", "--redis-url", proxy.url)
         screen = terminal.wait_for(f"active leases {BATCH:,} ")
