@@ -41,10 +41,12 @@ class Query:
     sort: SortKey = SortKey.ip
     reverse: bool = False
 
-    def matcher(self) -> Callable[[LeaseRow], bool]:
+    def matcher(self) -> Callable[[LeaseRow], bool] | None:
         """Whether a record matches: its own address (the set it was listed from may name
-        another record's), MAC and hostname."""
+        another record's), MAC and hostname; None when every record does."""
         network, mac = self.network, self.mac
+        if network is None and mac is None and self.hostname is None:
+            return None
         hostname = self.hostname.lower() if self.hostname is not None else None
         first, last = ((int(network.network_address), int(network.broadcast_address))
                        if network is not None else (0, 0))
@@ -85,13 +87,13 @@ def _streamed(batches: Iterator[list[LeaseRow]], query: Query,
               render: Callable[[LeaseRow], T]) -> Iterator[list[T]]:
     matches = query.matcher()
     for batch in batches:
-        yield [render(row) for row in batch if matches(row)]
+        yield [render(row) for row in batch if matches is None or matches(row)]
 
 
 def _sorted(batches: Iterator[list[LeaseRow]], query: Query,
             render: Callable[[LeaseRow], T]) -> Iterator[list[T]]:
     key, matches = sort_key(query.sort), query.matcher()
-    rows = (row for batch in batches for row in batch if matches(row))
+    rows = (row for batch in batches for row in batch if matches is None or matches(row))
     # The key, then a counter: two equal keys never compare the renderings.
     kept = sorted((key(row), n, render(row)) for n, row in enumerate(rows))
     if query.reverse:

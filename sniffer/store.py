@@ -506,8 +506,7 @@ class LeaseStore:
                     stale.append(ip)
                     continue
                 try:
-                    row = LeaseRow(*parse_detail([None if value is False else value
-                                                  for value in record]), ttl)
+                    row = LeaseRow(*parse_detail(record), ttl)
                 except ValueError:
                     self.counters["skipped"] += 1
                     continue

@@ -1,4 +1,4 @@
--- For each detail hash KEYS[i]: the values of the fields ARGV (false where absent) then its TTL
+-- For each detail hash KEYS[i]: the values of the fields ARGV (null where absent) then its TTL
 -- (-2 once it has gone), or false if KEYS[i] is not a hash. As one JSON array, so that a
 -- thousand records are parsed in one C call instead of string by string (`leases` at 100k).
 local out = {}
@@ -7,7 +7,10 @@ for i = 1, #KEYS do
   if values.err then
     out[i] = false
   else
-    values[#values + 1] = redis.call('TTL', KEYS[i])
+    for j = 1, #ARGV do
+      if not values[j] then values[j] = cjson.null end
+    end
+    values[#ARGV + 1] = redis.call('TTL', KEYS[i])
     out[i] = values
   end
 end
