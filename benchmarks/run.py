@@ -1,8 +1,10 @@
 """dhcp-hive-mind benchmarks: replay speed against tshark and pyshark, the tracker's memory under a
-DISCOVER flood, and live capture (zero loss and ACK-to-Redis latency), measured side by side in
-one run and printed as one table.
+DISCOVER flood, reads of many leases (`leases` in each format, the view's first screen), and live
+capture (zero loss and ACK-to-Redis latency), measured side by side in one run and printed as one
+table.
 
-    python benchmarks/run.py [--quick] [--only replay,memory,live] [--repeat N] [--before TREE]
+    python benchmarks/run.py [--quick] [--only replay,memory,reads,live] [--repeat N]
+                             [--before TREE]
 
 Captures are generated once (struct-built records, not scapy) and cached in benchmarks/.cache/.
 A scratch redis-server is started on a free port and stopped at the end. Timings are the median of
@@ -36,13 +38,14 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import reads as read_runs  # noqa: E402
 from benchmarks import traffic  # noqa: E402
 
 if TYPE_CHECKING:
     from benchmarks.live import LiveResult
 
 CACHE = REPO / "benchmarks" / ".cache"
-PARTS = ("replay", "memory", "live")
+PARTS = ("replay", "memory", "reads", "live")
 # The floor for any tshark-based pipeline: tshark printing the fields a tracker needs. TRACKER:
 # what the spec's rules read (R-TX, R-GR, R-SV, R-ID, R-HN) and the detail hash records; SEED:
 # only the seed contract's (type, xid, MAC, address, hostname, lease time), which cannot follow
@@ -68,15 +71,21 @@ class Sizes:
     flood_exchanges: int
     live_rates: tuple[int, ...]  # exchanges a second, each run separately
     live_seconds: int
+    read_leases: int
 
 
 FULL = Sizes(replay_exchanges=25_000, flood=1_000_000, flood_exchanges=10_000,
-             live_rates=(1000, 3000), live_seconds=20)
+             live_rates=(1000, 3000), live_seconds=20, read_leases=100_000)
 QUICK = Sizes(replay_exchanges=250, flood=20_000, flood_exchanges=200, live_rates=(50,),
-              live_seconds=3)
+              live_seconds=3, read_leases=2_000)
 # Exchanges a second -> the p99 of ACK-to-Redis latency to stay within, in seconds; at these
 # rates no lease may be lost either. 3,000/s is about what Kea sustains on the 2-core machine.
 LATENCY_TARGETS = {1000: 0.050, 3000: 0.200}
+# Reads: a whole `leases` process (seconds, bytes of peak resident set); the view's first screen
+# and its answer to a key (seconds).
+READ_TARGET = (2.0, 150 * 2**20)
+FIRST_SCREEN_TARGET = 1.0
+REFRESH_TARGET = 0.100
 
 
 @dataclass
@@ -289,6 +298,95 @@ def memory(sizes: Sizes, url: str, client: redis.Redis, judge: bool) -> list[Row
                 f"< {MEMORY_TARGET // 2**20} MB", verdict(growth < MEMORY_TARGET) if judge else "")]
 
 
+# ---- reads --------------------------------------------------------------------------------------
+
+def reads(sizes: Sizes, repeat: int, client: redis.Redis, url: str, judge: bool,
+          before: Path | None) -> list[Row]:
+    """Each `leases` command and the view, as whole processes against a Redis holding
+    sizes.read_leases leases: the code of `before` once, if given, then ours `repeat` times."""
+    count = sizes.read_leases
+    client.flushall()
+    progress(f"reads: writing {count:,} leases")
+    read_runs.fill(client, count)
+    everyone = {traffic.lease_address(index) for index in range(count)}
+    one = count // 2
+    commands: list[tuple[str, list[str], set[str], bool]] = [  # what, args, printed, target
+        ("`leases` into a pipe", [], everyone, True),
+        ("`leases --json` into a pipe", ["--json"], everyone, True),
+        ("`leases --jsonl` into a pipe", ["--jsonl"], everyone, False),
+        ("`leases --csv` into a pipe", ["--csv"], everyone, False),
+        ("`leases --sort hostname` into a pipe", ["--sort", "hostname"], everyone, False),
+        ("`leases --mac M`", ["--mac", traffic.client_mac(one).hex(":")],
+         {traffic.lease_address(one)}, False)]
+    rows: list[Row] = []
+    for what, args, printed, targeted in commands:
+        label = f"reads, {count:,} leases: {what}"
+        old_row, old = _read_before(before, ["leases", *args, "--redis-url", url], label)
+        runs = []
+        for n in range(repeat):
+            try:
+                measured = read_runs.run(REPO, ["leases", *args, "--redis-url", url])
+                read_runs.check(args, measured.output, printed)
+            except read_runs.Failed as failure:
+                raise CheckFailed(str(failure)) from failure
+            runs.append(measured)
+            progress(f"reads {n + 1}/{repeat}: {what} {measured.wall:.2f} s")
+        wall = statistics.median(run.wall for run in runs)
+        rss = max(run.rss for run in runs)
+        seconds, memory = READ_TARGET
+        met = wall <= seconds and rss <= memory
+        rows += [old_row] if old_row is not None else []
+        rows.append(Row(label, f"{wall:.2f} s, {rss / 2**20:.0f} MB",
+                        _versus(old, wall, rss) if old is not None else "",
+                        f"<= {seconds:g} s, <= {memory // 2**20} MB" if targeted else
+                        "keep" if "--mac" in args else "",
+                        verdict(met) if targeted and judge else ""))
+    return rows + _view_rows(count, url, judge, before)
+
+
+def _read_before(before: Path | None, argv: list[str],
+                 label: str) -> tuple[Row | None, read_runs.Measured | None]:
+    """The command run once from `before`, if given: its row, and what was measured."""
+    if before is None:
+        return None, None
+    progress(f"reads: {label}, before")
+    try:
+        old = read_runs.run(before, argv)
+    except read_runs.Unsupported:
+        return Row(f"{label}, before", "no such option"), None
+    except read_runs.Failed as failure:
+        raise CheckFailed(f"before: {failure}") from failure
+    return Row(f"{label}, before", f"{old.wall:.2f} s, {old.rss / 2**20:.0f} MB"), old
+
+
+def _versus(old: read_runs.Measured, wall: float, rss: int) -> str:
+    return f"{old.wall / wall:.1f}x faster, {old.rss / rss:.1f}x less memory"
+
+
+def _view_rows(count: int, url: str, judge: bool, before: Path | None) -> list[Row]:
+    trees = {"before": before, "": REPO} if before is not None else {"": REPO}
+    rows = []
+    for name, tree in trees.items():
+        progress(f"reads: the view {name}".rstrip())
+        try:
+            seen = read_runs.view(tree, url, count)
+        except read_runs.Failed as failure:
+            raise CheckFailed(f"view {name}: {failure}") from failure
+        label = f"reads, {count:,} leases: `view`{', ' + name if name else ''}"
+        ours = judge and not name
+        rows += [
+            Row(f"{label}: first screen of leases", f"{seen.first:.2f} s",
+                f"every lease loaded at {seen.loaded:.1f} s, {seen.rss / 2**20:.0f} MB",
+                f"<= {FIRST_SCREEN_TARGET:g} s" if ours else "",
+                verdict(seen.first <= FIRST_SCREEN_TARGET) if ours else ""),
+            Row(f"{label}: a key (next sort order) to the screen that answers it",
+                f"{seen.refresh * 1000:.0f} ms", "median of 3",
+                f"<= {REFRESH_TARGET * 1000:.0f} ms" if ours else "",
+                verdict(seen.refresh <= REFRESH_TARGET) if ours else ""),
+        ]
+    return rows
+
+
 # ---- live ----------------------------------------------------------------------------------------
 
 def live(sizes: Sizes, judge: bool, before: Path | None) -> list[Row]:
@@ -376,9 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated parts to run: " + ", ".join(PARTS))
     parser.add_argument("--repeat", type=int, help="repetitions per timing (median taken)")
     parser.add_argument("--before", type=Path, metavar="TREE",
-                        help="live: also run the sniffer of this checkout (such as a worktree of "
-                             "an older commit) at each rate, before ours, for before and after "
-                             "rows from one run")
+                        help="live and reads: also run the sniffer and the read commands of "
+                             "this checkout (such as a worktree of an older commit), before ours, "
+                             "for before and after rows from one run")
     args = parser.parse_args(argv)
     parts = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = set(parts) - set(PARTS)
@@ -395,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows += replay(sizes, repeat, url, client, judge)
             if "memory" in parts:
                 rows += memory(sizes, url, client, judge)
+            if "reads" in parts:
+                rows += reads(sizes, repeat, client, url, judge, args.before)
         if "live" in parts:
             rows += live(sizes, judge, args.before)
     except CheckFailed as failure:

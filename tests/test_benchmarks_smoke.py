@@ -47,6 +47,23 @@ def test_replay_and_memory_write_every_lease() -> None:
     assert re.fullmatch(r"\d+ MB", memory[1])
 
 
+def test_reads_print_every_lease_and_the_view_its_first_screen() -> None:
+    """Each `leases` format is checked inside the run: every lease once, typed numbers, CSV
+    with its header, plain columns; the view is timed in a pseudo-terminal."""
+    require_tool("redis-server")
+    table = run_quick("reads")
+    for what in ("`leases` into a pipe", "`leases --json` into a pipe",
+                 "`leases --jsonl` into a pipe", "`leases --csv` into a pipe",
+                 "`leases --sort hostname` into a pipe", "`leases --mac M`"):
+        cells = row(table, f"reads, 2,000 leases: {what}")
+        assert re.fullmatch(r"\d+\.\d\d s, \d+ MB", cells[1]), cells
+    first = row(table, "reads, 2,000 leases: `view`: first screen of leases")
+    assert re.fullmatch(r"\d+\.\d\d s", first[1])
+    assert re.fullmatch(r"every lease loaded at \d+\.\d s, \d+ MB", first[2])
+    key = row(table, "reads, 2,000 leases: `view`: a key")
+    assert re.fullmatch(r"\d+ ms", key[1])
+
+
 @pytest.mark.e2e
 def test_live_loses_no_lease_at_a_low_rate() -> None:
     for name in LIVE_TOOLS:

@@ -1,0 +1,230 @@
+"""Reads at scale: `leases` in each output format, `leases --mac`, and the view's first screen,
+each timed as a whole process (start-up included) against a Redis holding many leases, with the
+process's own peak resident set (`wait4`'s rusage).
+
+The Redis is filled through `LeaseStore.apply`, as a sniffer writes, a thousand leases a batch.
+Commands can run from another checkout (`tree`), so that code before and after a change is
+measured in one run, against the same Redis.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from benchmarks import traffic
+from sniffer.commands import Grant, GrantEvent
+from sniffer.keys import Keys
+from sniffer.lease import INFINITE, Lease
+from sniffer.store import LeaseStore
+
+RELAY = "10.0.0.254"
+SCREEN = (40, 200)  # the view's terminal: lines, columns
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-_])")
+
+
+class Failed(Exception):
+    """A command failed or printed something wrong."""
+
+
+# ---- the leases ----------------------------------------------------------------------------------
+
+def lease(index: int, now: int) -> Lease:
+    """Client `index`'s lease: traffic's address, MAC and hostname; every tenth relayed, every
+    hundredth infinite (BOOTP), lease times spread so that sorting by expiry has work to do."""
+    infinite = index % 100 == 99
+    lease_time = INFINITE if infinite else 3600 + index % 3600
+    return Lease(
+        ip=traffic.lease_address(index), mac=traffic.client_mac(index).hex(":"), htype=1,
+        client_id=None, hostname=traffic.hostname(index), hostname_src="req12",
+        expires=None if infinite else now + lease_time, lease_time=lease_time,
+        server=traffic.SERVER, giaddr=RELAY if index % 10 == 0 else "0.0.0.0",
+        circuit_id="706f727431" if index % 10 == 0 else None, remote_id=None,
+        xid=0x10000000 + index, updated=now, kind="bootp" if infinite else "dhcp")
+
+
+def fill(client: redis.Redis, count: int) -> None:
+    """`count` leases written as a sniffer writes them, a batch of a thousand at a time."""
+    store = LeaseStore(client, Keys(), capture_clock=False, writer="bench")
+    now = int(time.time())
+    for start in range(0, count, 1000):
+        store.apply([Grant(lease(index, now), GrantEvent.GRANTED)
+                     for index in range(start, min(count, start + 1000))], time.time())
+
+
+# ---- commands ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Measured:
+    wall: float  # seconds, start to exit
+    rss: int  # bytes, the process's peak resident set
+    output: bytes
+
+
+def _environment(tree: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return {**env, "PYTHONPATH": str(tree), "TERM": "xterm-256color"}
+
+
+def command(*args: str) -> list[str]:
+    """`dhcp-hive-mind ARGS`, from the checkout that is the working directory."""
+    return [sys.executable, "-m", "sniffer", *args]
+
+
+class Unsupported(Failed):
+    """The command refused an option (its code predates it)."""
+
+
+def run(tree: Path, args: Sequence[str]) -> Measured:
+    """`dhcp-hive-mind ARGS` from `tree`, its standard output a pipe read to the end."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command(*args), cwd=tree, env=_environment(tree),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=errors)
+        assert process.stdout is not None
+        out = process.stdout.read()
+        status, rss = _reap(process)
+        wall = time.perf_counter() - started
+        if status != 0:
+            errors.seek(0)
+            message = errors.read().decode(errors="replace").strip()[-300:]
+            raise (Unsupported if status == 2 and "No such option" in message else Failed)(
+                f"{' '.join(args[:2])}: exit {status}: {message}")
+    return Measured(wall, rss, out)
+
+
+BOX = frozenset("─━│┃┏┓┗┛┡┩╇┿┼╋")
+NUMBERS = ("htype", "expires", "lease_time", "updated", "ttl")
+
+
+def check(args: Sequence[str], output: bytes, expected: set[str]) -> None:
+    """What `leases ARGS` printed holds each of the `expected` addresses once, in the format
+    asked for: JSON with typed numbers, JSON Lines, CSV with its header, or plain columns."""
+    text = output.decode()
+    if "--json" in args or "--jsonl" in args:
+        rows = json.loads(text) if "--json" in args else [json.loads(line)
+                                                         for line in text.splitlines()]
+        ips = [row["ip"] for row in rows]
+        if rows and not all(isinstance(rows[0][name], int) for name in NUMBERS):
+            raise Failed(f"leases {' '.join(args)}: numbers not typed: {rows[0]}")
+    elif "--csv" in args:
+        ips = [row["ip"] for row in csv.DictReader(io.StringIO(text, newline=""))]
+    else:
+        lines = text.splitlines()
+        if BOX & set(text) or (lines[:1] and not lines[0].startswith("IP ")):
+            raise Failed(f"leases {' '.join(args)}: not plain columns: {lines[:2]}")
+        ips = [line.split()[0] for line in lines[1:]]
+    if len(ips) != len(expected) or set(ips) != expected:
+        raise Failed(f"leases {' '.join(args)}: {len(ips):,} leases printed, "
+                     f"{len(set(ips) & expected):,} of the {len(expected):,} expected")
+
+
+def _reap(process: subprocess.Popen[bytes]) -> tuple[int, int]:
+    """Wait for `process` with wait4: its exit code and its own peak resident set in bytes
+    (RUSAGE_CHILDREN would give the largest of all children so far)."""
+    _pid, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss * 1024
+
+
+# ---- the view ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ViewMeasured:
+    first: float  # seconds from the start to the first screen showing leases
+    loaded: float  # seconds from the start to the header counting every lease
+    refresh: float  # seconds from a key (the next sort order) to the screen showing it; median
+    rss: int
+
+
+_LEASE_ROW = re.compile(r"10\.1\.\d+\.\d+ +02:00:")
+
+
+class _Terminal:
+    """The master side of a pseudo-terminal: what the program drew, escape sequences taken out."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.text = ""
+
+    def wait(self, found: re.Pattern[str] | str, timeout: float = 180) -> float:
+        """perf_counter() when the text drawn since the call first contains `found`."""
+        deadline = time.monotonic() + timeout
+        raw = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.master, 1 << 16)
+            except OSError:  # the program has gone and its side of the terminal with it
+                chunk = b""
+            if not chunk:
+                break
+            at = time.perf_counter()
+            raw = raw[-(1 << 16):] + chunk  # frames are a few kB: enough to hold a whole one
+            self.text = _ANSI.sub("", raw.decode("utf-8", "replace"))
+            if (found.search(self.text) if isinstance(found, re.Pattern)
+                    else found in self.text):
+                return at
+        raise Failed(f"the view never showed {found!r}; last drawn: {self.text[-500:]!r}")
+
+    def drain(self) -> None:
+        while True:
+            try:
+                if not os.read(self.master, 1 << 16):
+                    return
+            except OSError:
+                return
+
+
+def view(tree: Path, url: str, count: int) -> ViewMeasured:
+    """`dhcp-hive-mind view` in a 200x40 pseudo-terminal: time to its first screen of leases,
+    to every lease loaded, and from a key to the screen that answers it."""
+    master, slave = pty.openpty()
+    lines, columns = SCREEN
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+    started = time.perf_counter()
+    process = subprocess.Popen(command("view", "--redis-url", url), cwd=tree,
+                               env=_environment(tree), stdin=slave, stdout=slave, stderr=slave,
+                               start_new_session=True)
+    os.close(slave)
+    terminal = _Terminal(master)
+    try:
+        first = terminal.wait(_LEASE_ROW) - started
+        loaded = terminal.wait(f"active leases {count:,} ") - started
+        keys = []
+        for sort in ("time left", "recency", "ip"):
+            sent = time.perf_counter()
+            os.write(master, b"s")
+            keys.append(terminal.wait(f"sorted by {sort}") - sent)
+        os.write(master, b"q")
+        terminal.drain()
+        status, rss = _reap(process)
+        if status != 0:
+            raise Failed(f"view: exit {status}: {terminal.text[-300:]!r}")
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            _reap(process)
+        os.close(master)
+    return ViewMeasured(first, loaded, sorted(keys)[1], rss)
