@@ -35,6 +35,13 @@ from sniffer.live import SniffConfig, Sniffer, run_sniffer, run_sniffer_with_vie
 from sniffer.logs import configure_logging, log
 from sniffer.migrate import migrate as migrate_store
 from sniffer.pipeline import Pipeline
+from sniffer.registry import (
+    SKEW_ALLOWED,
+    check_writer_id,
+    registered,
+    replay_writer_id,
+    sniff_writer_id,
+)
 from sniffer.replay import Pace, replay_files, summary
 from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
@@ -146,6 +153,13 @@ Namespace = Annotated[
     typer.Option("--namespace", envvar="HIVE_NAMESPACE", metavar="NAME",
                  help="Namespace of every other key dhcp-hive-mind keeps."),
 ]
+WriterId = Annotated[str | None, typer.Option(
+    "--writer-id", metavar="ID", help="This writer's id, unique among those writing into one "
+    "store; a second writer with the id of a running one refuses to start [default: the host "
+    "name, then the interfaces (sniff) or the files (replay)]", show_default=False)]
+MaxClockSkew = Annotated[float, typer.Option(
+    "--max-clock-skew", min=0, metavar="SECONDS", help="Warn when this host's clock and "
+    "Redis's differ by more (checked at start and every few seconds).")]
 EngineOpt = Annotated[
     Engine,
     typer.Option("--engine", help="tshark: tshark's field output (fast); pyshark: pyshark's "
@@ -235,12 +249,13 @@ def _redis_options(password_file: Path | None, ca: Path | None, cert: Path | Non
 
 @contextmanager
 def _store(redis_url: str | None, key_prefix: str, namespace: str, capture_clock: bool,
-           options: RedisOptions) -> Iterator[LeaseStore]:
+           options: RedisOptions, writer: str | None = None) -> Iterator[LeaseStore]:
     client, description = open_redis(redis_url, options=options)
     if redis_url is None:
         err.print(Text(f"Using the {description} (set --redis-url or REDIS_URL for a server)."))
     try:
-        yield LeaseStore(client, Keys(key_prefix, namespace), capture_clock=capture_clock)
+        yield LeaseStore(client, Keys(key_prefix, namespace), capture_clock=capture_clock,
+                         writer=writer)
     finally:
         close_redis(client)
 
@@ -299,6 +314,8 @@ def replay(
     supersede: Supersede = True,
     prefix_len: PrefixLen = 24,
     bootp: Bootp = True,
+    writer_id: WriterId = None,
+    max_clock_skew: MaxClockSkew = SKEW_ALLOWED,
 ) -> None:
     """Replay capture files into Redis, as if the traffic were live.
 
@@ -311,7 +328,11 @@ def replay(
     if not config.allowed_servers:
         err.print(Text("warning: no --allow-server given: replies from every DHCP server are "
                        "trusted, rogue servers included."))
-    with _store(redis_url, key_prefix, namespace, as_captured, options=options) as store:
+    writer = check_writer_id(writer_id or replay_writer_id(files))
+    with _store(redis_url, key_prefix, namespace, as_captured, options=options,
+                writer=writer) as store, \
+            registered(store.client, store.keys, writer, allowed=max_clock_skew,
+                       warn=lambda warning: err.print(safe(f"warning: {warning}"))):
         tracker = Tracker(config)
         tracker.restore(store.load())
         pipeline = Pipeline(tracker, store)
@@ -637,6 +658,8 @@ def sniff(
     with_view: Annotated[bool, typer.Option(
         "--view", help="Show the full-screen live view while sniffing (q stops both).")
     ] = False,
+    writer_id: WriterId = None,
+    max_clock_skew: MaxClockSkew = SKEW_ALLOWED,
 ) -> None:
     """Capture DHCP traffic live and mirror the leases into Redis, until SIGINT or SIGTERM."""
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
@@ -652,13 +675,17 @@ def sniff(
     sniff_config = SniffConfig(interfaces=tuple(interface), ports=tuple(port or DEFAULT_PORTS),
                                buffer_mib=buffer_size, restart_every=restart_every,
                                max_pending=max_pending)
-    with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
+    writer = check_writer_id(writer_id or sniff_writer_id(interface))
+    with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options,
+                writer=writer) as store, \
+            registered(store.client, store.keys, writer, allowed=max_clock_skew) as heartbeat:
         if not config.allowed_servers:
             log.warning("no --allow-server given: replies from every DHCP server are trusted, "
                         "rogue servers included")
         tracker = Tracker(config)
         tracker.restore(store.load())
         sniffer = Sniffer(sniff_config, tracker, store)
+        sniffer.metrics.clock_skew.set_function(lambda: heartbeat.skew)
         if with_view:
             viewer = LeaseStore(store.client, store.keys, capture_clock=True)
             totals = run_sniffer_with_view(sniffer, lambda stop: run_view(

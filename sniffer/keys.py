@@ -60,8 +60,13 @@ class Keys:
 
     @property
     def writers(self) -> str:
-        """Hash: sniffer name -> Unix seconds of its last write (several sniffers, one Redis)."""
+        """Hash: writer id -> Unix seconds of its last write or registration (several sniffers,
+        one Redis): every writer the store has known."""
         return f"{self.namespace}:writers"
+
+    def writer(self, writer_id: str) -> str:
+        """A running writer's heartbeat (spec R-HV-1): a short TTL, refreshed while it runs."""
+        return f"{self.namespace}:writer:{writer_id}"
 
     @property
     def seed_pattern(self) -> str:

@@ -4,7 +4,7 @@ by the tracker and the store."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sniffer.dhcp import ZERO
@@ -31,6 +31,9 @@ class Lease:
     xid: int
     updated: int
     kind: str  # "dhcp" | "bootp"
+    # The writer that stored the record (spec R-HV-1); set by the store, not by the tracker, and
+    # not part of what the lease is: leases are equal whoever wrote them.
+    writer: str | None = field(default=None, compare=False)
 
     @property
     def infinite(self) -> bool:
@@ -62,6 +65,7 @@ class Lease:
             "xid": f"{self.xid:08x}",
             "updated": str(self.updated),
             "kind": self.kind,
+            "writer": self.writer,
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -90,6 +94,7 @@ class LeaseRow(NamedTuple):
     xid: int
     updated: int
     kind: str
+    writer: str | None
     ttl: int
 
     @property
@@ -102,7 +107,7 @@ DETAIL_FIELDS: tuple[str, ...] = LeaseRow._fields[:-1]  # the detail hash's, Lea
 
 # Lease's fields as a tuple, in its order.
 LeaseValues = tuple[str, str | None, int, str | None, str | None, str | None, int | None, int, str,
-                    str, str | None, str | None, int, int, str]
+                    str, str | None, str | None, int, int, str, str | None]
 
 
 def parse_detail(values: Sequence[str | None]) -> LeaseValues:
@@ -110,11 +115,11 @@ def parse_detail(values: Sequence[str | None]) -> LeaseValues:
     fields; raises ValueError on a record that is not ours (a required field missing, a number
     that is not one)."""
     (ip, mac, htype, client_id, hostname, hostname_src, expires, lease_time, server, giaddr,
-     circuit_id, remote_id, xid, updated, kind) = values
+     circuit_id, remote_id, xid, updated, kind, writer) = values
     if (ip is None or server is None or expires is None or htype is None or lease_time is None
             or xid is None or updated is None):
         raise ValueError("not a detail hash")
     return (ip, mac, int(htype), client_id, hostname, hostname_src,
             None if expires == "infinite" else int(expires), int(lease_time), server,
             ZERO if giaddr is None else giaddr, circuit_id, remote_id, int(xid, 16),
-            int(updated), "dhcp" if kind is None else kind)
+            int(updated), "dhcp" if kind is None else kind, writer)

@@ -103,6 +103,9 @@ class Metrics:
                                "sniffing loop last published its counters (every second)",
                                registry=reg)
         self.heartbeat.set_to_current_time()
+        self.clock_skew = Gauge(
+            METRIC_PREFIX + "clock_skew_seconds", "This host's clock minus Redis's (TIME), "
+            "measured at start and every few seconds (spec R-HV-9)", registry=reg)
 
     def watch(self, interface: str) -> None:
         """An interface's capture series, at 0 from the start: a counter that appears at its

@@ -206,8 +206,8 @@ class LeaseStore:
 
     def _grant(self, calls: _Calls, grant: Grant, now: float) -> None:
         lease, previous, keys = grant.lease, grant.previous, self.keys
-        detail = lease.detail_fields()
-        extra = _extra(event=grant.event, ts=str(lease.updated), writer=self.writer,
+        detail = {**lease.detail_fields(), "writer": self.writer}
+        extra = _extra(event=grant.event, ts=str(lease.updated),
                        previous_mac=previous.mac if previous else None,
                        previous_client_id=previous.client_id if previous else None,
                        previous_hostname=previous.hostname if previous else None)

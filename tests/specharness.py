@@ -287,7 +287,7 @@ class Session:
         self.client = redis.Redis.from_url(redis_url)
         cfg = TrackerConfig(allowed_servers=frozenset(allowed), capture_clock=capture_clock,
                             **config)
-        self.store = LeaseStore(self.client, Keys(), capture_clock=capture_clock)
+        self.store = LeaseStore(self.client, Keys(), capture_clock=capture_clock, writer=WRITER)
         self.tracker = Tracker(cfg)
         self.tracker.restore(self.store.load())
         self.pipeline = Pipeline(self.tracker, self.store)
@@ -315,6 +315,9 @@ class Session:
 
     def close(self) -> None:
         self.client.close()
+
+
+WRITER = "spec-harness"  # the writer id the harness's store stamps on every record
 
 
 def E(t0: int, delta: float, lease: int) -> int:
@@ -533,7 +536,7 @@ def assert_lease(client: redis.Redis, expected: dict[str, str], *,
     ip = expected["ip"]
     got = record(client, ip)
     assert got is not None, f"no record at {ip}"
-    assert got.detail == expected
+    assert got.detail == {**expected, "writer": WRITER}
     seed = {k: expected[k] for k in ("mac", "hostname") if k in expected}
     assert got.seed == seed
     if expected["expires"] == "infinite":
@@ -576,9 +579,9 @@ def assert_unchanged(before: dict[str, Record | None], client: redis.Redis) -> N
 
 DETAIL_FIELDS = {"ip", "mac", "htype", "client_id", "hostname", "hostname_src", "expires",
                  "lease_time", "server", "giaddr", "circuit_id", "remote_id", "xid", "updated",
-                 "kind"}
+                 "kind", "writer"}
 REQUIRED_FIELDS = {"ip", "htype", "expires", "lease_time", "server", "giaddr", "xid", "updated",
-                   "kind"}
+                   "kind", "writer"}
 HEX = re.compile(r"(?:[0-9a-f]{2})+")
 MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){0,15}")
 HOSTNAME = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9_-])?")

@@ -38,10 +38,9 @@ CONTRIB = REPO / "contrib"
 RULES = CONTRIB / "prometheus-alerts.yml"
 RULE_TESTS = CONTRIB / "prometheus-alerts.test.yml"
 DASHBOARD = CONTRIB / "grafana-dashboard.json"
-# Read by the rules and the dashboard before the sniffer serves it: the hive work (writers that
-# check their clock against Redis's) adds it. Once it is served, drop it here and in the comment
-# of its rule.
-NOT_YET = {"dhcp_hive_mind_clock_skew_seconds"}
+# Read by the rules and the dashboard before the sniffer serves it. Once it is served, drop it
+# here and in the comment of its rule.
+NOT_YET: set[str] = set()
 METRIC = re.compile(r"\bdhcp_hive_mind_[a-z0-9_]+")
 # The sample names of a metric that has no series yet, from its type and its family's name
 # (prometheus_client's parser names counter families without their _total).

@@ -396,7 +396,8 @@ def test_a_busy_metrics_port_fails_at_start(link: Link, rc: redis.Redis, start: 
                                             socket_redis: RedisServer, tmp_path: Path) -> None:
     start("--metrics-port", str(METRICS_PORT))
     second = sniff_daemon(link.ns, ["-i", "v0", "--redis-url", socket_redis.url,
-                                    "--metrics-port", str(METRICS_PORT)], tmp_path / "log2")
+                                    "--metrics-port", str(METRICS_PORT), "--writer-id", "twin"],
+                          tmp_path / "log2")
     assert second.proc.wait(30) == 1
     assert f"error: metrics on 127.0.0.1:{METRICS_PORT}: Address already in use" in \
         second.output()

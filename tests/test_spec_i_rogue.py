@@ -17,6 +17,7 @@ from specharness import (
     REQUEST,
     S1,
     S2,
+    WRITER,
     A,
     B,
     Capture,
@@ -185,7 +186,8 @@ def replay_cli(redis_url: str, rclient: redis.Redis, tmp_path: Path, allow: list
     """The replay command warns at startup exactly when the allow-list is empty (R-SV-4)."""
     cap = Capture().add(0, ROGUE_GRANT, src=X)
     path = cap.write(tmp_path / "rogue.pcap")
-    done = run_cli("replay", str(path), "--redis-url", redis_url, "--as-captured", *allow)
+    done = run_cli("replay", str(path), "--redis-url", redis_url, "--as-captured",
+                   "--writer-id", WRITER, *allow)
     assert done.returncode == 0, done.stderr
     assert ("warning" in done.stderr.lower()) == (not allow), done.stderr
     if allow:

@@ -86,7 +86,7 @@ def test_grant_writes_seed_and_detail_hashes_exactly(store: LeaseStore,
         "hostname": "alpha", "hostname_src": "req12", "expires": str(lease.expires),
         "lease_time": "3600", "server": "192.0.2.1", "giaddr": "198.51.100.1",
         "circuit_id": "6765", "remote_id": "7377", "xid": "00001001",
-        "updated": str(lease.updated), "kind": "dhcp"}
+        "updated": str(lease.updated), "kind": "dhcp", "writer": "test-sniffer"}
     assert rclient.zscore(f"{NS}:expiry", IP) == lease.expires
     assert rclient.smembers(f"{NS}:mac:{MAC_A}") == {IP}
     assert rclient.smembers(f"{NS}:client-id:0100005e00530a") == {IP}
@@ -132,7 +132,8 @@ def test_reassignment_leaves_nothing_of_the_previous_owner(store: LeaseStore,
                      circuit_id=None, remote_id=None, giaddr="0.0.0.0", xid=0x2006)
     apply(store, Grant(new, "reassigned", previous))
     assert rclient.hgetall(IP) == {"mac": MAC_B}
-    assert rclient.hgetall(f"{NS}:lease:{{{IP}}}") == new.detail_fields()
+    assert rclient.hgetall(f"{NS}:lease:{{{IP}}}") == {**new.detail_fields(),
+                                                       "writer": store.writer}
     assert rclient.smembers(f"{NS}:mac:{MAC_A}") == set()
     assert rclient.smembers(f"{NS}:client-id:0100005e00530a") == set()
     assert rclient.smembers(f"{NS}:mac:{MAC_B}") == {IP}
@@ -159,7 +160,8 @@ def test_no_seed_hash_without_mac_and_hostname(store: LeaseStore, rclient: redis
     lease = make_lease(mac=None, htype=32, hostname=None, hostname_src=None)
     apply(store, Grant(lease, "granted"))
     assert rclient.exists(IP) == 0
-    assert rclient.hgetall(f"{NS}:lease:{{{IP}}}") == lease.detail_fields()
+    assert rclient.hgetall(f"{NS}:lease:{{{IP}}}") == {**lease.detail_fields(),
+                                                       "writer": store.writer}
     assert abs(rclient.ttl(f"{NS}:lease:{{{IP}}}") - 3600) <= 2
 
 
