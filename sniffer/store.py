@@ -339,7 +339,8 @@ class LeaseStore:
              mac: str | None = None) -> Iterator[list[LeaseRow]]:
         """The records at `ips` with their TTL, in that order, a batch at a time; the next batch
         is read while the caller works on this one. Addresses without a record are left out,
-        and so are records that Lease cannot parse (counted as skipped). `indexed`: the
+        and so are records that Lease cannot parse or that name another address (counted as
+        skipped). `indexed`: the
         addresses came from the expiry set, whose members without a record are pruned; `mac`:
         they came from that MAC's set, where a record of another MAC is stale too."""
         source = self.keys.expiry if indexed else self.keys.by_mac(mac) if mac else None
@@ -508,6 +509,8 @@ class LeaseStore:
                 try:
                     row = LeaseRow(*parse_detail(record), ttl)
                 except ValueError:
+                    row = None
+                if row is None or row.ip != ip:  # not ours, or not this address's
                     self.counters["skipped"] += 1
                     continue
                 if mac is not None and row.mac != mac:

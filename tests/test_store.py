@@ -350,7 +350,9 @@ def test_rows_keep_the_order_asked_for_across_batches(store: LeaseStore,
     rclient.delete(f"{NS}:lease:{{{leases[5].ip}}}")  # as if it had expired
     rclient.set(f"{NS}:lease:{{10.99.0.1}}", "not a hash")  # another program's key, in the way
     rclient.zadd(f"{NS}:expiry", {"10.99.0.1": 1})
-    wanted = [lease.ip for lease in reversed(leases)] + ["10.99.0.1"]
+    # A record that names another address than the one it is stored at.
+    rclient.hset(f"{NS}:lease:{{10.99.0.2}}", mapping=leases[0].detail_fields())
+    wanted = [lease.ip for lease in reversed(leases)] + ["10.99.0.1", "10.99.0.2"]
     batches = list(store.rows(wanted, indexed=True))
     assert [len(batch) for batch in batches] == [1000, 1000, 499]
     rows = [row for batch in batches for row in batch]
@@ -359,7 +361,8 @@ def test_rows_keep_the_order_asked_for_across_batches(store: LeaseStore,
     assert all(3590 <= row.ttl <= 3600 for row in rows)
     # A row is the lease's fields, typed, then its TTL.
     assert LeaseRow._fields == (*(field.name for field in dataclasses.fields(Lease)), "ttl")
-    assert store.counters == {"skipped": 1, "pruned": 1}  # the string; the expired lease
+    assert store.counters == {"skipped": 2, "pruned": 1}  # the string, the misplaced record;
+    # the expired lease
     assert rclient.zscore(f"{NS}:expiry", leases[5].ip) is None
     assert [ip for _expiry, _number, ip in store.expiry_index(
         ipaddress.IPv4Network("10.0.0.0/29"))] == ["10.0.0.1"]
