@@ -2,9 +2,11 @@
 each timed as a whole process (start-up included) against a Redis holding many leases, with the
 process's own peak resident set (`wait4`'s rusage).
 
-The Redis is filled through `LeaseStore.apply`, as a sniffer writes, a thousand leases a batch.
-Commands can run from another checkout (`tree`), so that code before and after a change is
-measured in one run, against the same Redis.
+The Redis is filled through `LeaseStore.apply`, as a sniffer writes, a thousand leases a batch,
+by the code of the checkout whose commands are measured (`tree`: code before and after a change
+are measured in one run, each reading the key layout it writes):
+
+    python benchmarks/reads.py REDIS_URL COUNT     (PYTHONPATH: that checkout first)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sniffer.keys import Keys
 from sniffer.lease import INFINITE, Lease
 from sniffer.store import LeaseStore
 
+REPO = Path(__file__).resolve().parent.parent
 RELAY = "10.0.0.254"
 SCREEN = (40, 200)  # the view's terminal: lines, columns
 _ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-_])")
@@ -59,6 +62,16 @@ def lease(index: int, now: int) -> Lease:
         server=traffic.SERVER, giaddr=RELAY if index % 10 == 0 else "0.0.0.0",
         circuit_id="706f727431" if index % 10 == 0 else None, remote_id=None,
         xid=0x10000000 + index, updated=now, kind="bootp" if infinite else "dhcp")
+
+
+def fill_from(tree: Path, url: str, count: int) -> None:
+    """`count` leases written into an empty Redis by the code of `tree`."""
+    redis.Redis.from_url(url).flushall()
+    done = subprocess.run([sys.executable, str(Path(__file__)), url, str(count)], cwd=tree,
+                          env={**_environment(tree), "PYTHONPATH": f"{tree}:{REPO}"},
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise Failed(f"writing the leases from {tree}: {done.stderr.strip()[-500:]}")
 
 
 def fill(client: redis.Redis, count: int) -> None:
@@ -228,3 +241,7 @@ def view(tree: Path, url: str, count: int) -> ViewMeasured:
             _reap(process)
         os.close(master)
     return ViewMeasured(first, loaded, sorted(keys)[1], rss)
+
+
+if __name__ == "__main__":
+    fill(redis.Redis.from_url(sys.argv[1]), int(sys.argv[2]))

@@ -300,16 +300,13 @@ def memory(sizes: Sizes, url: str, client: redis.Redis, judge: bool) -> list[Row
 
 # ---- reads --------------------------------------------------------------------------------------
 
-def reads(sizes: Sizes, repeat: int, client: redis.Redis, url: str, judge: bool,
-          before: Path | None) -> list[Row]:
+def reads(sizes: Sizes, repeat: int, url: str, judge: bool, before: Path | None) -> list[Row]:
     """Each `leases` command and the view, as whole processes against a Redis holding
-    sizes.read_leases leases: the code of `before` once, if given, then ours `repeat` times."""
+    sizes.read_leases leases, written by the same code: that of `before` first, if given, each
+    command once, then ours, `repeat` times."""
     count = sizes.read_leases
-    client.flushall()
-    progress(f"reads: writing {count:,} leases")
-    read_runs.fill(client, count)
-    everyone = {traffic.lease_address(index) for index in range(count)}
     one = count // 2
+    everyone = {traffic.lease_address(index) for index in range(count)}
     commands: list[tuple[str, list[str], set[str], bool]] = [  # what, args, printed, target
         ("`leases` into a pipe", [], everyone, True),
         ("`leases --json` into a pipe", ["--json"], everyone, True),
@@ -318,73 +315,89 @@ def reads(sizes: Sizes, repeat: int, client: redis.Redis, url: str, judge: bool,
         ("`leases --sort hostname` into a pipe", ["--sort", "hostname"], everyone, False),
         ("`leases --mac M`", ["--mac", traffic.client_mac(one).hex(":")],
          {traffic.lease_address(one)}, False)]
+    old: dict[str, read_runs.Measured | None] = {}
+    old_view = None
+    if before is not None:
+        with _read_failures("before: "):
+            progress(f"reads, before: writing {count:,} leases")
+            read_runs.fill_from(before, url, count)
+            for what, args, _printed, _targeted in commands:
+                progress(f"reads, before: {what}")
+                try:
+                    old[what] = read_runs.run(before, ["leases", *args, "--redis-url", url])
+                except read_runs.Unsupported:
+                    old[what] = None
+            progress("reads, before: the view")
+            old_view = read_runs.view(before, url, count)
     rows: list[Row] = []
-    for what, args, printed, targeted in commands:
-        label = f"reads, {count:,} leases: {what}"
-        old_row, old = _read_before(before, ["leases", *args, "--redis-url", url], label)
-        runs = []
-        for n in range(repeat):
-            try:
-                measured = read_runs.run(REPO, ["leases", *args, "--redis-url", url])
-                read_runs.check(args, measured.output, printed)
-            except read_runs.Failed as failure:
-                raise CheckFailed(str(failure)) from failure
-            runs.append(measured)
-            progress(f"reads {n + 1}/{repeat}: {what} {measured.wall:.2f} s")
-        wall = statistics.median(run.wall for run in runs)
-        rss = max(run.rss for run in runs)
-        seconds, memory = READ_TARGET
-        met = wall <= seconds and rss <= memory
-        rows += [old_row] if old_row is not None else []
-        rows.append(Row(label, f"{wall:.2f} s, {rss / 2**20:.0f} MB",
-                        _versus(old, wall, rss) if old is not None else "",
-                        f"<= {seconds:g} s, <= {memory // 2**20} MB" if targeted else
-                        "keep" if "--mac" in args else "",
-                        verdict(met) if targeted and judge else ""))
-    return rows + _view_rows(count, url, judge, before)
+    with _read_failures():
+        progress(f"reads: writing {count:,} leases")
+        read_runs.fill_from(REPO, url, count)
+        for what, args, printed, targeted in commands:
+            runs = []
+            for n in range(repeat):
+                runs.append(read_runs.run(REPO, ["leases", *args, "--redis-url", url]))
+                read_runs.check(args, runs[-1].output, printed)
+                progress(f"reads {n + 1}/{repeat}: {what} {runs[-1].wall:.2f} s")
+            label = f"reads, {count:,} leases: {what}"
+            if what in old:
+                rows.append(_read_row(f"{label}, before", old[what]))
+            seconds, memory = READ_TARGET
+            target = (f"<= {seconds:g} s, <= {memory // 2**20} MB" if targeted else
+                      "keep" if "--mac" in args else "")
+            rows.append(_read_row(label, _median(runs), old.get(what), target,
+                                  targeted and judge))
+        progress("reads: the view")
+        seen = read_runs.view(REPO, url, count)
+    if old_view is not None:
+        rows += _view_rows(f"reads, {count:,} leases: `view`, before", old_view, False)
+    return rows + _view_rows(f"reads, {count:,} leases: `view`", seen, judge)
 
 
-def _read_before(before: Path | None, argv: list[str],
-                 label: str) -> tuple[Row | None, read_runs.Measured | None]:
-    """The command run once from `before`, if given: its row, and what was measured."""
-    if before is None:
-        return None, None
-    progress(f"reads: {label}, before")
+def _times(ratio: float, better: str, worse: str) -> str:
+    return f"{ratio:.1f}x {better}" if ratio >= 1 else f"{1 / ratio:.1f}x {worse}"
+
+
+@contextmanager
+def _read_failures(prefix: str = "") -> Iterator[None]:
     try:
-        old = read_runs.run(before, argv)
-    except read_runs.Unsupported:
-        return Row(f"{label}, before", "no such option"), None
+        yield
     except read_runs.Failed as failure:
-        raise CheckFailed(f"before: {failure}") from failure
-    return Row(f"{label}, before", f"{old.wall:.2f} s, {old.rss / 2**20:.0f} MB"), old
+        raise CheckFailed(f"{prefix}{failure}") from failure
 
 
-def _versus(old: read_runs.Measured, wall: float, rss: int) -> str:
-    return f"{old.wall / wall:.1f}x faster, {old.rss / rss:.1f}x less memory"
+def _median(runs: list[read_runs.Measured]) -> read_runs.Measured:
+    """The median time, with the largest resident set of the runs."""
+    wall = statistics.median(run.wall for run in runs)
+    return read_runs.Measured(wall, max(run.rss for run in runs), b"")
 
 
-def _view_rows(count: int, url: str, judge: bool, before: Path | None) -> list[Row]:
-    trees = {"before": before, "": REPO} if before is not None else {"": REPO}
-    rows = []
-    for name, tree in trees.items():
-        progress(f"reads: the view {name}".rstrip())
-        try:
-            seen = read_runs.view(tree, url, count)
-        except read_runs.Failed as failure:
-            raise CheckFailed(f"view {name}: {failure}") from failure
-        label = f"reads, {count:,} leases: `view`{', ' + name if name else ''}"
-        ours = judge and not name
-        rows += [
-            Row(f"{label}: first screen of leases", f"{seen.first:.2f} s",
-                f"every lease loaded at {seen.loaded:.1f} s, {seen.rss / 2**20:.0f} MB",
-                f"<= {FIRST_SCREEN_TARGET:g} s" if ours else "",
-                verdict(seen.first <= FIRST_SCREEN_TARGET) if ours else ""),
-            Row(f"{label}: a key (next sort order) to the screen that answers it",
-                f"{seen.refresh * 1000:.0f} ms", "median of 3",
-                f"<= {REFRESH_TARGET * 1000:.0f} ms" if ours else "",
-                verdict(seen.refresh <= REFRESH_TARGET) if ours else ""),
-        ]
-    return rows
+def _read_row(label: str, measured: read_runs.Measured | None,
+              before: read_runs.Measured | None = None, target: str = "",
+              judged: bool = False) -> Row:
+    """A command's row: time and memory, against `before`'s, and READ_TARGET if `judged`."""
+    if measured is None:
+        return Row(label, "no such option")
+    seconds, memory = READ_TARGET
+    return Row(label, f"{measured.wall:.2f} s, {measured.rss / 2**20:.0f} MB",
+               _times(before.wall / measured.wall, "faster", "slower") + ", " +
+               _times(before.rss / measured.rss, "less memory", "more memory")
+               if before is not None else "",
+               target,
+               verdict(measured.wall <= seconds and measured.rss <= memory) if judged else "")
+
+
+def _view_rows(label: str, seen: read_runs.ViewMeasured, judge: bool) -> list[Row]:
+    return [
+        Row(f"{label}: first screen of leases", f"{seen.first:.2f} s",
+            f"every lease loaded at {seen.loaded:.1f} s, {seen.rss / 2**20:.0f} MB",
+            f"<= {FIRST_SCREEN_TARGET:g} s" if judge else "",
+            verdict(seen.first <= FIRST_SCREEN_TARGET) if judge else ""),
+        Row(f"{label}: a key (next sort order) to the screen that answers it",
+            f"{seen.refresh * 1000:.0f} ms", "median of 3",
+            f"<= {REFRESH_TARGET * 1000:.0f} ms" if judge else "",
+            verdict(seen.refresh <= REFRESH_TARGET) if judge else ""),
+    ]
 
 
 # ---- live ----------------------------------------------------------------------------------------
@@ -494,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "memory" in parts:
                 rows += memory(sizes, url, client, judge)
             if "reads" in parts:
-                rows += reads(sizes, repeat, client, url, judge, args.before)
+                rows += reads(sizes, repeat, url, judge, args.before)
         if "live" in parts:
             rows += live(sizes, judge, args.before)
     except CheckFailed as failure:
