@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 import redis
 from redis.commands.core import Script
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
 from redis.typing import EncodableT
 
 from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
@@ -52,6 +52,10 @@ IndexEntry = tuple[float, int, str]
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: EncodableT) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _fields(raw: Any) -> dict[str, str]:
@@ -199,10 +203,53 @@ class LeaseStore:
         return replies
 
     def _pipelined(self, sha: str, calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
+        if self._cluster:
+            return self._pipelined_by_master(sha, calls)
+        return self._pipelined_through(self.client, sha, calls)
+
+    @staticmethod
+    def _pipelined_through(client: Any, sha: str,
+                           calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
         for numkeys, *args in calls:
             pipe.evalsha(sha, int(numkeys), *args)
         return list(pipe.execute(raise_on_error=False))
+
+    def _pipelined_by_master(self, sha: str, calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        """On a cluster: one plain pipeline per master, each call sent to the master of its
+        slot as the client's slot map has it (redis-py's cluster pipeline costs several times
+        more a command). Calls a master redirects (MOVED, ASK: the map is out of date) or that
+        could not reach it go again through the cluster pipeline, which follows redirections,
+        learns the new map and retries."""
+        cluster = cast(redis.RedisCluster, self.client)
+        replies: list[Any] = [None] * len(calls)
+        again: list[int] = []
+        by_master: dict[str, tuple[Any, list[int]]] = {}
+        for n, args in enumerate(calls):
+            try:
+                master = cluster.nodes_manager.get_node_from_slot(key_slot(_bytes(args[1])))
+            except redis.RedisError:  # a slot not covered: the cluster pipeline says why
+                again.append(n)
+                continue
+            by_master.setdefault(master.name, (master, []))[1].append(n)
+        for master, members in by_master.values():
+            try:
+                results = self._pipelined_through(cluster.get_redis_connection(master), sha,
+                                                  [calls[n] for n in members])
+            except (redis.ConnectionError, redis.TimeoutError):
+                again += members
+                continue
+            for n, reply in zip(members, results, strict=True):
+                if isinstance(reply, (AskError, TryAgainError, ClusterDownError,
+                                      redis.ConnectionError)):
+                    again.append(n)
+                else:
+                    replies[n] = reply
+        if again:
+            retried = self._pipelined_through(cluster, sha, [calls[n] for n in again])
+            for n, reply in zip(again, retried, strict=True):
+                replies[n] = reply
+        return replies
 
     def _grant(self, calls: _Calls, grant: Grant, now: float) -> None:
         lease, previous, keys = grant.lease, grant.previous, self.keys
