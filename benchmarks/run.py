@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import reads as read_runs  # noqa: E402
 from benchmarks import traffic  # noqa: E402
+from tests.redis_cluster import redis_cluster  # noqa: E402
 
 if TYPE_CHECKING:
     from benchmarks.live import LiveResult
@@ -61,6 +62,7 @@ TRACKER_FIELDS = (
 SEED_FIELDS = ("dhcp.option.dhcp", "dhcp.id", "dhcp.hw.mac_addr", "dhcp.ip.your",
                "dhcp.option.hostname", "dhcp.option.ip_address_lease_time")
 REPLAY_TARGET = 1.25  # times the tshark floor
+CLUSTER_TARGET = 1.15  # the replay into a 3-master cluster, times the one into one server
 MEMORY_TARGET = 150 * 2**20
 
 
@@ -219,7 +221,8 @@ def floor_argv(path: Path, fields: Sequence[str]) -> list[str]:
     return argv
 
 
-def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool) -> list[Row]:
+def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool,
+           cluster: redis.RedisCluster | None = None, cluster_url: str = "") -> list[Row]:
     exchanges = sizes.replay_exchanges
     packets = 4 * exchanges
     path = cached_capture(f"replay-{exchanges}.pcap",
@@ -228,14 +231,14 @@ def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool
     def tshark(fields: Sequence[str]) -> Callable[[], Timing]:
         return lambda: timed(floor_argv(path, fields), stdin=subprocess.DEVNULL)[0]
 
-    def ours() -> Timing:
-        client.flushall()
+    def ours(into: str = url, store: redis.Redis | redis.RedisCluster = client) -> Timing:
+        store.flushall()
         timing, out = timed(
-            [python(), "-m", "sniffer", "replay", str(path), "--redis-url", url], client,
-            cwd=REPO, stdin=subprocess.DEVNULL)
+            [python(), "-m", "sniffer", "replay", str(path), "--redis-url", into],
+            client if store is client else None, cwd=REPO, stdin=subprocess.DEVNULL)
         if f"{exchanges:,} leases written" not in out:
             raise CheckFailed(f"dhcp-hive-mind replay: unexpected summary {out.strip()!r}")
-        check_leases(client, range(exchanges), hostnames=True)
+        check_leases(store, range(exchanges), hostnames=True)
         return timing
 
     def naive() -> Timing:
@@ -249,13 +252,15 @@ def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool
 
     contenders = {"tracker floor": tshark(TRACKER_FIELDS), "seed floor": tshark(SEED_FIELDS),
                   "ours": ours, "naive": naive}
+    if cluster is not None:
+        contenders["cluster"] = lambda: ours(cluster_url, cluster)
     # Interleaved, so that a slow spell of the machine hits every contender alike.
     runs: dict[str, list[Timing]] = {name: [] for name in contenders}
     for n in range(repeat):
         for name, measure in contenders.items():
             runs[name].append(measure())
             progress(f"replay {n + 1}/{repeat}: {name} {runs[name][-1].wall:.2f} s")
-    floor, seed_floor, mine, slow = (
+    floor, seed_floor, mine, slow, *clustered = (
         Timing(statistics.median(t.wall for t in runs[name]),
                statistics.median(t.cpu for t in runs[name])) for name in contenders)
     ratio = mine.wall / floor.wall
@@ -276,7 +281,13 @@ def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool
             f"<= {REPLAY_TARGET:.2f}", verdict(ratio <= REPLAY_TARGET) if judge else ""),
         Row(f"{label}: naive pyshark loop into Redis", measured(slow), ratios(slow),
             "", f"{slow.wall / mine.wall:.0f}x ours"),
-    ]
+    ] + [
+        Row(f"{label}: dhcp-hive-mind replay into a 3-master Redis Cluster (CPU: ours only)",
+            measured(spread),
+            f"{spread.wall / mine.wall:.2f} x one server",
+            f"<= {CLUSTER_TARGET:.2f} x one server",
+            verdict(spread.wall <= CLUSTER_TARGET * mine.wall) if judge else "")
+        for spread in clustered]
 
 
 # ---- memory --------------------------------------------------------------------------------------
@@ -503,7 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with redis_server() as (url, client):
             if "replay" in parts:
-                rows += replay(sizes, repeat, url, client, judge)
+                with redis_cluster() as cluster, cluster.client() as cluster_client:
+                    rows += replay(sizes, repeat, url, client, judge, cluster_client,
+                                   cluster.url)
             if "memory" in parts:
                 rows += memory(sizes, url, client, judge)
             if "reads" in parts:
