@@ -37,6 +37,7 @@ from sniffer.migrate import migrate as migrate_store
 from sniffer.pipeline import Pipeline
 from sniffer.registry import (
     SKEW_ALLOWED,
+    WriterRegistry,
     check_writer_id,
     registered,
     replay_writer_id,
@@ -413,6 +414,13 @@ def leases(
                 err.print("No leases.")
         elif not _table_pages(listing(store, query, _same)):
             err.print("No leases.")
+        if not watch and err.is_terminal:  # for a person: never in the data
+            err.print(_live_writers(store))
+
+
+def _live_writers(store: LeaseStore) -> Text:
+    live = [writer.writer_id for writer in WriterRegistry(store.client, store.keys).live()]
+    return safe(f"live writers ({len(live)}): {', '.join(live) or 'none'}")
 
 
 def _same(row: LeaseRow) -> LeaseRow:

@@ -4,7 +4,10 @@ the writer each lease record names."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import re
 import signal
 import socket
@@ -168,3 +171,39 @@ def test_replay_registers_its_id_and_refuses_one_in_use(redis_url: str, rclient:
                         r"writer \(pid \d+ on .*\): give this one another --writer-id, or "
                         r"stop that one \(its heartbeat lasts 15 s after it stops\)\n",
                         refused.stderr)
+
+
+def stderr_on_a_terminal(*args: str) -> tuple[str, str]:
+    """Run the command with stderr on a pseudo-terminal, stdout in a pipe: (stdout, stderr)."""
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sniffer", *args], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=secondary,
+                              stdin=subprocess.DEVNULL, timeout=60, text=True,
+                              env={**os.environ, "COLUMNS": "200", "TERM": "xterm"})
+        os.close(secondary)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the other side is closed
+            while chunk := os.read(primary, 65536):
+                shown += chunk
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0, shown
+    return proc.stdout, shown.decode(errors="replace")
+
+
+def test_leases_names_the_live_writers_on_stderr_never_in_the_data(
+        redis_url: str, registry: WriterRegistry) -> None:
+    store = LeaseStore(redis.Redis.from_url(redis_url), Keys(), capture_clock=False,
+                       writer="relay-d")
+    store.apply([Grant(build_lease("192.0.2.60"), GrantEvent.GRANTED)], time.time())
+    live = Heartbeat(registry, "relay-e")
+    live.start()
+    try:
+        data, shown = stderr_on_a_terminal("leases", "--json", "--redis-url", redis_url)
+    finally:
+        live.stop()
+    assert "live writers (1): relay-e" in shown  # relay-d wrote, but runs no more
+    assert [row["writer"] for row in json.loads(data)] == ["relay-d"]
+    _, shown = stderr_on_a_terminal("leases", "--csv", "--redis-url", redis_url)
+    assert "live writers (0): none" in shown

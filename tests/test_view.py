@@ -28,6 +28,7 @@ from rich.console import Console, RenderableType
 from sniffer.commands import Grant, Revoke
 from sniffer.keys import Keys
 from sniffer.lease import INFINITE, Lease
+from sniffer.registry import Heartbeat, WriterRegistry
 from sniffer.store import LeaseStore
 from sniffer.view.feed import Feed
 from sniffer.view.model import Change, Sort, SortedIndex, ViewModel
@@ -150,7 +151,8 @@ def sample_model(now: float = NOW) -> ViewModel:
                   now - (2 + n) if recent else None)
     model.note(Change(now - 30, "released", "192.0.2.99", MAC_B, "gone"))
     model.note(Change(now - 4, "granted", "192.0.2.10", "02:00:00:00:00:00", "alpha"))
-    model.writers = {"relay-a": int(now) - 1, "relay-b": int(now) - 7}
+    model.writers = {"relay-a": int(now) - 1, "relay-b": int(now) - 7, "old": int(now) - 3600}
+    model.live = {"relay-a", "relay-b"}
     return model
 
 
@@ -161,7 +163,7 @@ def test_render_shows_each_column_and_the_totals() -> None:
     assert "Redis at redis://x" in lines[0] and "sorted by ip" in lines[0]
     assert "active leases 6" in lines[1]
     assert "grants/min 1" in lines[1] and "released 1" in lines[1]
-    assert "writers 2: relay-a 1s ago, relay-b 7s ago" in lines[1]
+    assert "writers 2: relay-a 1s ago, relay-b 7s ago, old gone" in lines[1]
     for column in ("IP", "MAC", "Hostname", "Left", "Relay", "Circuit-id", "Server", "Change",
                    "When"):
         assert column in lines[2]
@@ -440,13 +442,19 @@ def test_feed_loads_follows_events_and_reconciles(writer: LeaseStore, reader: Le
     rclient.expire("192.0.2.50", 300)
     model = ViewModel()
     feed = Feed(reader, model, reconcile=0)
-    step_until_idle(feed)
+    live = Heartbeat(WriterRegistry(writer.client, writer.keys), "relay-b")
+    live.start()
+    try:
+        step_until_idle(feed)
+    finally:
+        live.stop()
     assert sorted(model.rows) == ["192.0.2.10", "192.0.2.11", "192.0.2.12", "192.0.2.50"]
     assert model.rows["192.0.2.50"].lease.kind == "foreign"
     assert model.rows["192.0.2.50"].lease.hostname == HOSTILE
     assert 595 <= model.rows["192.0.2.10"].deadline - time.time() <= 600
     assert model.rows["192.0.2.10"].change == "granted"  # from the last hour of events
-    assert set(model.writers) == {"relay-a"}
+    assert set(model.writers) == {"relay-a", "relay-b"}  # relay-a wrote, relay-b registered
+    assert model.live == {"relay-b"}
     assert model.totals(time.time())["granted"] == 3
 
     # Changes arrive through the stream: a release, a renewal, a new lease.
@@ -571,6 +579,7 @@ def picture_model(now: float) -> ViewModel:
     model.count("rogue", now - 100)
     model.last_rogue = "10.20.0.66"
     model.writers = {"relay-east": int(now) - 1, "relay-west": int(now) - 3}
+    model.live = {"relay-east", "relay-west"}
     return model
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from sniffer.keys import ipv4_number
 from sniffer.lease import LeaseRow
+from sniffer.registry import WriterRegistry
 from sniffer.store import BATCH, LeaseStore
 from sniffer.view.model import GRANTS, WINDOW, Change, ViewModel
 from sniffer.view.render import stream_seconds
@@ -88,6 +89,7 @@ class Feed:
     def __init__(self, store: LeaseStore, model: ViewModel, *, reconcile: float = RECONCILE,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self._registry = WriterRegistry(store.client, store.keys)
         self.model = model
         self.reconcile = reconcile
         self.clock = clock
@@ -128,6 +130,7 @@ class Feed:
         self._sweep(now, min(until, time.monotonic() + SWEEP_BUDGET))
         if now >= self._next_writers:
             self.model.writers = self.store.writers()
+            self.model.live = {writer.writer_id for writer in self._registry.live()}
             self._next_writers = now + WRITERS_EVERY
         self.busy = more or bool(self._fetch)
 

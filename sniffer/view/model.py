@@ -190,7 +190,8 @@ class ViewModel:
         self._kept: dict[str, Kept] = {}
         self.rows = Rows(self._kept)
         self.recent: deque[Change] = deque(maxlen=recent)
-        self.writers: dict[str, int] = {}  # sniffer name -> Unix seconds of its last write
+        self.writers: dict[str, int] = {}  # writer id -> Unix seconds of its last write
+        self.live: set[str] = set()  # the writers whose heartbeat is live
         self.last_rogue: str | None = None  # the server of the latest rogue reply
         self.status = ""  # loading progress, or the Redis problem being retried
         self._indexes = {sort: SortedIndex() for sort in Sort}

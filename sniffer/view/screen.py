@@ -131,11 +131,14 @@ def _totals(model: ViewModel, now: float) -> Text:
         text.append(" (last from ")
         text.append_text(safe(model.last_rogue))
         text.append(")")
-    text.append(f"  writers {len(model.writers)}")
-    for i, (name, seen) in enumerate(sorted(model.writers.items(), key=lambda w: -w[1])):
+    text.append(f"  writers {len(model.live)}")  # the live; those gone are listed after
+    # The live first, then those gone (stopped, or their heartbeat lapsed), newest first.
+    order = sorted(model.writers.items(), key=lambda w: (w[0] not in model.live, -w[1]))
+    for i, (name, seen) in enumerate(order):
         text.append(": " if i == 0 else ", ")
-        text.append_text(safe(name))
-        text.append(f" {ago(now - seen)}", style="dim")
+        gone = name not in model.live
+        text.append_text(safe(name, style="dim" if gone else ""))
+        text.append(f" {'gone ' if gone else ''}{ago(now - seen)}", style="dim")
     return _line(text)
 
 
