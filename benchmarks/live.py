@@ -7,7 +7,8 @@ seed hashes in Redis: a lease Kea granted that Redis lacks, or holds with anothe
 
 Latency is measured outside the sniffer: a separate dumpcap on up0 timestamps each ACK as the
 kernel saw it arrive from Kea, and the id of the lease's "granted" event in the event stream is
-Redis's own clock when the write ran (one machine, one clock).
+Redis's own clock when the write ran (one machine, one clock). The CPU time of the sniffer and
+its children (capturers, tsharks) is taken from /proc, from the traffic's start to its end.
 
 The sniffer runs from this checkout, or from another one (`tree`, such as a worktree of an older
 commit, for before-and-after rows measured in one run).
@@ -16,6 +17,7 @@ commit, for before-and-after rows measured in one run).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,7 +35,7 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from lab import PERF_IP, Lab, RedisServer, sniff_relay, wait_for  # noqa: E402
+from lab import PERF_IP, Lab, RedisServer, children, sniff_relay, wait_for  # noqa: E402
 
 BIG_NET = "10.64.0.0/16"  # perfdhcp's clients: room for 65,000 leases
 BIG_POOL = "10.64.0.1 - 10.64.255.254"
@@ -41,6 +43,9 @@ EVENTS = "dhcp-hive-mind:events"
 SEED_PATTERN = "[0-9]*.[0-9]*.[0-9]*.[0-9]*"
 SETTLE = 2.0  # seconds Redis must stay unchanged after perfdhcp before the comparison
 SETTLE_LIMIT = 60.0
+# Seconds between the sniffer's "capturing" and the traffic: its tsharks are still starting then
+# (a second or so on a busy machine), which a sniffer running for months does once.
+WARM_UP = 2.0
 
 
 class BenchLab(Lab):
@@ -69,6 +74,8 @@ class LiveResult:
     lost: int  # Kea's leases missing from Redis or held there with another MAC
     extra: int  # seed hashes in Redis that Kea does not have
     acks_seen: int  # ACKs the separate capture saw on up0
+    cpu: float  # CPU seconds of the sniffer and its capturers and tsharks, traffic to settled
+    packets: int  # packets it captured
     timed: tuple[tuple[float, float, str], ...]  # per lease, in ACK order: (its first ACK on
     # up0, Redis's clock when it was written, both Unix times in seconds; its address)
 
@@ -130,8 +137,11 @@ def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = ()) 
                                   env={"PYTHONPATH": str(tree)})
             try:
                 acks = lab.capture("relay", ["up0"], workdir / "up0.pcap")
+                time.sleep(WARM_UP)
+                cpu = -tree_cpu(sniffer.proc.pid)
                 lab.perfdhcp(rate * seconds, rate=rate)
                 settle(client)
+                cpu += tree_cpu(sniffer.proc.pid)
                 ack_times = first_acks(acks.stop())
                 kea = {str(lease["ip-address"]): str(lease["hw-address"])
                        for lease in lab.leases()}
@@ -139,6 +149,7 @@ def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = ()) 
                     raise RuntimeError(f"sniff failed: {sniffer.output()[-2000:]}")
             finally:
                 sniffer.stop(signal.SIGKILL)
+            output = sniffer.output()
             ours = seed_macs(client)
             written = granted_at(client)
     finally:
@@ -146,8 +157,21 @@ def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = ()) 
     lost = sum(1 for ip, mac in kea.items() if ours.get(ip) != mac)
     timed = sorted((ack_times[ip], written[ip], ip) for ip in kea
                    if ip in written and ip in ack_times)
+    packets = re.search(r"stopped: ([\d,]+) packets", output)
     return LiveResult(rate, seconds, len(kea), len(ours), lost, len(ours.keys() - kea.keys()),
-                      len(ack_times), tuple(timed))
+                      len(ack_times), cpu, int(packets[1].replace(",", "")) if packets else 0,
+                      tuple(timed))
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its children, living (the sniffer's capturers and
+    tsharks) or reaped (those replaced)."""
+    ticks = 0
+    for process in (pid, *children(pid)):
+        # utime, stime, cutime, cstime: after the command name, which may hold spaces
+        fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
+        ticks += sum(int(field) for field in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def settle(client: redis.Redis) -> None:

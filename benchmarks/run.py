@@ -456,6 +456,9 @@ def live_rows(label: str, result: LiveResult, target: float | None) -> list[Row]
             verdict(result.percentile(0.99) <= target) if target is not None else ""),
         Row(f"{label}: ACK-to-Redis p99 in each quarter of the run", ms(result.quarters(0.99)),
             "", "bounded" if target is not None else ""),
+        Row(f"{label}: CPU of the sniffer, its capturers and tsharks",
+            f"{result.cpu:.1f} s", f"{result.cpu / max(result.packets, 1) * 1e6:.0f} us a packet "
+            f"({result.packets:,})"),
     ]
 
 
