@@ -133,7 +133,9 @@ def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = ()) 
     workdir = Path(tempfile.mkdtemp(prefix="hive-bench-live-"))
     try:
         with scratch_redis() as (server, client), BenchLab(relayed_clients=0) as lab:
-            sniffer = sniff_relay(lab.relay, server.url, workdir / "sniff.log", prefix=prefix,
+            # In the tree's directory: `python -m` puts the current one first on the path.
+            sniffer = sniff_relay(lab.relay, server.url, workdir / "sniff.log",
+                                  prefix=["env", "-C", str(tree), *prefix],
                                   env={"PYTHONPATH": str(tree)})
             try:
                 acks = lab.capture("relay", ["up0"], workdir / "up0.pcap")
