@@ -16,8 +16,10 @@ commit, for before-and-after rows measured in one run).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -75,6 +77,8 @@ class LiveResult:
     extra: int  # seed hashes in Redis that Kea does not have
     acks_seen: int  # ACKs the separate capture saw on up0
     cpu: float  # CPU seconds of the sniffer and its capturers and tsharks, traffic to settled
+    lab_cpu: float  # ... of everything: Kea, dhcrelay, perfdhcp, Redis, captures, the sniffer
+    busy: float  # seconds from the traffic's start to Redis settled (less the settling wait)
     packets: int  # packets it captured
     timed: tuple[tuple[float, float, str], ...]  # per lease, in ACK order: (its first ACK on
     # up0, Redis's clock when it was written, both Unix times in seconds; its address)
@@ -140,10 +144,13 @@ def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = ()) 
             try:
                 acks = lab.capture("relay", ["up0"], workdir / "up0.pcap")
                 time.sleep(WARM_UP)
-                cpu = -tree_cpu(sniffer.proc.pid)
+                cpu, lab_cpu = -tree_cpu(sniffer.proc.pid), -everything_cpu(lab, server)
+                started = time.monotonic()
                 lab.perfdhcp(rate * seconds, rate=rate)
                 settle(client)
+                busy = time.monotonic() - started - SETTLE
                 cpu += tree_cpu(sniffer.proc.pid)
+                lab_cpu += everything_cpu(lab, server)
                 ack_times = first_acks(acks.stop())
                 kea = {str(lease["ip-address"]): str(lease["hw-address"])
                        for lease in lab.leases()}
@@ -161,8 +168,8 @@ def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = ()) 
                    if ip in written and ip in ack_times)
     packets = re.search(r"stopped: ([\d,]+) packets", output)
     return LiveResult(rate, seconds, len(kea), len(ours), lost, len(ours.keys() - kea.keys()),
-                      len(ack_times), cpu, int(packets[1].replace(",", "")) if packets else 0,
-                      tuple(timed))
+                      len(ack_times), cpu, lab_cpu, busy,
+                      int(packets[1].replace(",", "")) if packets else 0, tuple(timed))
 
 
 def tree_cpu(pid: int) -> float:
@@ -174,6 +181,21 @@ def tree_cpu(pid: int) -> float:
         fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
         ticks += sum(int(field) for field in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def everything_cpu(lab: Lab, server: RedisServer) -> float:
+    """CPU seconds used so far by the lab: every process in its namespaces, Redis, and the
+    commands this process ran and reaped (perfdhcp)."""
+    pids = {int(pid) for ns in lab.namespaces.values()
+            for pid in subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True,
+                                      text=True, check=False).stdout.split()}
+    ticks = 0
+    for pid in (*pids, server.proc.pid):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # its own, not its children's: listed too
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ticks / os.sysconf("SC_CLK_TCK") + reaped.ru_utime + reaped.ru_stime
 
 
 def settle(client: redis.Redis) -> None:

@@ -459,6 +459,9 @@ def live_rows(label: str, result: LiveResult, target: float | None) -> list[Row]
         Row(f"{label}: CPU of the sniffer, its capturers and tsharks",
             f"{result.cpu:.1f} s", f"{result.cpu / max(result.packets, 1) * 1e6:.0f} us a packet "
             f"({result.packets:,})"),
+        Row(f"{label}: CPU of the whole lab (Kea, dhcrelay, perfdhcp, Redis, captures, sniffer)",
+            f"{result.lab_cpu:.1f} s in {result.busy:.1f} s",
+            f"{result.lab_cpu / max(result.busy, 1e-9):.2f} cores of {os.cpu_count()}"),
     ]
 
 
