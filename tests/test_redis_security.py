@@ -1,6 +1,8 @@
 """A Redis reached over TLS (rediss://, with a CA, a client certificate and key) as an ACL user
 whose password comes from a file or the environment, never the command line; and the password
 never shows: not in error messages, logs, the process title, nor the capture tools' environment.
+The README's least-privilege users, as written there: a sniffer's writes only its keys, a
+reader's only reads, and a user without a right it needs refused at start.
 
 A real redis-server with TLS (certificates made here with openssl) and an ACL user, the default
 user disabled; the commands run as a user runs them.
@@ -8,6 +10,7 @@ user disabled; the commands run as a user runs them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,10 +21,16 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import free_port, require_root, require_tool
-from helpers import run_cli
+from helpers import REPO, run_cli
 from lab import Daemon, children, sniff_daemon, wait_for
-from specharness import S1, Capture, ack
+from specharness import S1, S2, Capture, ack
 from test_sniff import LIVE_CAPTURE, Link, request_ack
+
+from sniffer.keys import Keys
+from sniffer.permissions import writing_commands
+from sniffer.store import LeaseStore
+from sniffer.view.feed import Feed
+from sniffer.view.model import ViewModel
 
 USER, PASSWORD = "hive", "Zq8-hunter2-vX"
 NS = "dhcp-hive-mind"
@@ -262,3 +271,189 @@ def test_sniff_never_shows_the_password(tmp_path: Path) -> None:
     finally:
         server.close()
         link.close()
+
+
+# ---- least privilege: the README's ACL users ------------------------------------------------
+
+def readme_block(marker: str) -> list[str]:
+    """The lines of the README's fenced block that holds `marker`."""
+    blocks = (REPO / "README.md").read_text().split("```")[1::2]
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, marker
+    return found[0].strip().splitlines()
+
+
+def readme_password(user: str) -> str:
+    line = next(line for line in readme_block("user hive-sniffer on") if f"user {user} " in line)
+    return re.search(r" >(\S+)", line).group(1)  # type: ignore[union-attr]
+
+
+class AclRedis:
+    """redis-server with the ACL users of `acl_lines` (an ACL file), reached as `admin`."""
+
+    def __init__(self, directory: Path, acl_lines: Sequence[str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "users.acl").write_text("\n".join(acl_lines) + "\n")
+        self.port = free_port()
+        conf = directory / "redis.conf"
+        conf.write_text("\n".join([
+            f"port {self.port}", "bind 127.0.0.1", 'save ""', "appendonly no",
+            f"dir {directory}", f"aclfile {directory / 'users.acl'}", ""]))
+        self.log = directory / "redis.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen([require_tool("redis-server"), str(conf)], stdout=out,
+                                         stderr=subprocess.STDOUT)
+        wait_for(self._ready, "redis-server with an ACL file to start", timeout=15)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {self.log.read_text()}")
+        return "Ready to accept connections" in self.log.read_text()
+
+    def url(self, user: str) -> str:
+        return f"redis://{user}@127.0.0.1:{self.port}/0"
+
+    def client(self, user: str = "admin", password: str = "admin-password") -> redis.Redis:
+        return redis.Redis(port=self.port, username=user, password=password,
+                           decode_responses=True)
+
+    def cli(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return cli(*args, "--redis-url", self.url(user),
+                   env={"REDIS_PASSWORD": readme_password(user)})
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(params=["aclfile", "ACL SETUSER"])
+def acl_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AclRedis]:
+    """The README's ACL file as written; or its ACL SETUSER lines typed at redis-cli's prompt
+    (a server with an admin user only, whose other users are then made so)."""
+    acl_file = readme_block("user hive-sniffer on")
+    if request.param == "aclfile":
+        server = AclRedis(tmp_path / "redis", acl_file)
+    else:
+        server = AclRedis(tmp_path / "redis", acl_file[:2])  # default off, admin
+        typed = subprocess.run(
+            [require_tool("redis-cli"), "-p", str(server.port), "--user", "admin", "--pass",
+             "admin-password", "--no-auth-warning"],
+            input="\n".join(readme_block("ACL SETUSER hive-sniffer")) + "\n",
+            capture_output=True, text=True, check=True)
+        assert typed.stdout.split() == ["OK", "OK"], typed.stdout + typed.stderr
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def traffic(tmp_path: Path) -> Path:
+    """A lease from the allowed server S1 and a reply from the rogue S2."""
+    return (Capture().add(0, ack(0x42, "192.0.2.42", lease=600), src=S1)
+            .add(1, ack(0x43, "192.0.2.43", b"\x02\0\0\0\0\x0b", lease=600, server=S2),
+                 src=S2)
+            .write(tmp_path / "two.pcap"))
+
+
+def lua_commands() -> set[str]:
+    """Every command the Lua scripts call: they run under the caller's ACL too."""
+    return {name.upper() for path in (REPO / "sniffer" / "lua").glob("*.lua")
+            for name in re.findall(r"call\('([A-Za-z_|]+)'", path.read_text())}
+
+
+def test_readme_users_sniffer_writes_and_reader_reads(acl_redis: AclRedis, traffic: Path,
+                                                      tmp_path: Path) -> None:
+    for _ in range(2):  # the second restores the first's leases, reading them back
+        wrote = acl_redis.cli("hive-sniffer", "replay", str(traffic), "--allow-server", S1)
+        assert wrote.returncode == 0, wrote.stderr
+    admin = acl_redis.client()
+    assert admin.hgetall("192.0.2.42") == {"mac": "02:00:00:00:00:0a"}
+    assert admin.hgetall(f"{NS}:rogue-servers") == {S2: "2"}
+    # The reader: every read command, and the view's feed.
+    listed = acl_redis.cli("hive-reader", "leases", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [lease["ip"] for lease in json.loads(listed.stdout)] == ["192.0.2.42"]
+    by_mac = acl_redis.cli("hive-reader", "leases", "--mac", "02:00:00:00:00:0a")
+    assert by_mac.returncode == 0 and "192.0.2.42" in by_mac.stdout, by_mac.stderr
+    for target in ("192.0.2.42", "02:00:00:00:00:0a"):
+        history = acl_redis.cli("hive-reader", "history", target)
+        assert history.returncode == 0 and "granted" in history.stdout, history.stderr
+    shown = acl_redis.cli("hive-reader", "config", "show", "leases")
+    assert shown.returncode == 0 and "hive-reader" in shown.stdout, shown.stderr
+    reader = LeaseStore(acl_redis.client("hive-reader", readme_password("hive-reader")), Keys(),
+                        capture_clock=True)
+    model = ViewModel()
+    feed = Feed(reader, model, reconcile=0)
+    for _ in range(3):
+        feed.step()
+    assert list(model.rows) == ["192.0.2.42"]
+    assert reader.rogue_servers() == {S2: 2}
+    # A stale index entry is left as it was: the reader may not tidy it, and need not.
+    admin.zadd(f"{NS}:expiry", {"192.0.2.99": 1})
+    again = acl_redis.cli("hive-reader", "leases", "--json")
+    assert again.returncode == 0, again.stderr
+    assert admin.zscore(f"{NS}:expiry", "192.0.2.99") == 1
+    # Its attempt to write: refused at start, one line naming the missing right, nothing written.
+    refused = acl_redis.cli("hive-reader", "replay", str(traffic), "--allow-server", S1)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "dhcp-hive-mind: error: the Redis user may not write as a sniffer does: this user has "
+        "no permissions to run the 'evalsha' command (the README's Least privilege part lists "
+        "what a sniffer's user needs)")
+    assert "Traceback" not in refused.stderr
+    # Nor through a script: it may run only read-only ones, whose writes are refused.
+    deleting = "return redis.call('DEL', KEYS[1])"
+    with pytest.raises(redis.exceptions.NoPermissionError, match="'eval' command"):
+        reader.client.eval(deleting, 1, "192.0.2.42")
+    with pytest.raises(redis.exceptions.ResponseError, match="can't run this command"):
+        reader.client.eval_ro(deleting, 1, "192.0.2.42")
+    assert admin.exists("192.0.2.42") == 1
+    reader.close()
+    # The sniffer's user may run every command the sniffer sends, its scripts' included.
+    assert lua_commands() <= {words[0] for words in writing_commands(Keys(), "w")}
+    for words in writing_commands(Keys(), "w"):
+        assert admin.execute_command("ACL", "DRYRUN", "hive-sniffer", *words) == "OK", words
+    assert admin.execute_command("ACL", "DRYRUN", "hive-sniffer", "FLUSHALL") != "OK"
+    admin.close()
+
+
+def without(line: str, word: str, instead: str = "") -> str:
+    assert f" {word} " in f"{line} "
+    return f"{line} ".replace(f" {word} ", f" {instead} " if instead else " ").strip()
+
+
+def test_a_sniffer_user_without_a_right_it_needs_is_refused_at_start(tmp_path: Path,
+                                                                     traffic: Path) -> None:
+    """One line naming the command and key refused, exit 1, nothing written; `--key-prefix`
+    takes the prefixed pattern the README gives."""
+    lines = readme_block("user hive-sniffer on")
+    sniffer = next(line for line in lines if line.startswith("user hive-sniffer "))
+    seeds = "~[0-9]*.[0-9]*.[0-9]*.[0-9]*"
+    server = AclRedis(tmp_path / "redis", [
+        *lines, without(sniffer.replace("hive-sniffer", "no-hincrby"), "+hincrby"),
+        without(sniffer.replace("hive-sniffer", "prefixed"), seeds,
+                "~leases:[0-9]*.[0-9]*.[0-9]*.[0-9]*")])
+    try:
+        def replay(user: str, *extra: str) -> subprocess.CompletedProcess[str]:
+            return cli("replay", str(traffic), "--allow-server", S1, *extra, "--redis-url",
+                       server.url(user), env={"REDIS_PASSWORD": readme_password("hive-sniffer")})
+
+        cases = {
+            ("no-hincrby",): f"its ACL refuses HINCRBY {NS}:rogue-servers",
+            ("hive-sniffer", "--key-prefix", "leases:"): "its ACL refuses DEL leases:192.0.2.1",
+            ("prefixed",): "its ACL refuses DEL 192.0.2.1"}
+        for (user, *extra), refusal in cases.items():
+            done = replay(user, *extra)
+            assert done.returncode == 1, (user, done.stderr)
+            assert done.stderr.strip().splitlines()[-1] == (
+                "dhcp-hive-mind: error: the Redis user may not write as a sniffer does: "
+                f"{refusal} (the README's Least privilege part lists what a sniffer's user "
+                "needs)"), user
+        admin = server.client()
+        assert admin.dbsize() == 0
+        done = replay("prefixed", "--key-prefix", "leases:")
+        assert done.returncode == 0, done.stderr
+        assert admin.hgetall("leases:192.0.2.42") == {"mac": "02:00:00:00:00:0a"}
+        admin.close()
+    finally:
+        server.close()
