@@ -23,6 +23,7 @@ import redis
 from conftest import free_port, require_root, require_tool
 from helpers import REPO, run_cli
 from lab import Daemon, children, sniff_daemon, wait_for
+from redis_cluster import RedisCluster
 from specharness import S1, S2, Capture, ack
 from test_sniff import LIVE_CAPTURE, Link, request_ack
 
@@ -280,7 +281,7 @@ def readme_block(marker: str) -> list[str]:
     blocks = (REPO / "README.md").read_text().split("```")[1::2]
     found = [block for block in blocks if marker in block]
     assert len(found) == 1, marker
-    return found[0].strip().splitlines()
+    return [line.strip() for line in found[0].strip().splitlines()]
 
 
 def readme_password(user: str) -> str:
@@ -339,7 +340,7 @@ def acl_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AclRed
         typed = subprocess.run(
             [require_tool("redis-cli"), "-p", str(server.port), "--user", "admin", "--pass",
              "admin-password", "--no-auth-warning"],
-            input="\n".join(readme_block("ACL SETUSER hive-sniffer")) + "\n",
+            input="\n".join(readme_block("ACL SETUSER hive-sniffer reset")) + "\n",
             capture_output=True, text=True, check=True)
         assert typed.stdout.split() == ["OK", "OK"], typed.stdout + typed.stderr
     yield server
@@ -457,3 +458,36 @@ def test_a_sniffer_user_without_a_right_it_needs_is_refused_at_start(tmp_path: P
         admin.close()
     finally:
         server.close()
+
+
+def test_readme_users_on_a_cluster(cluster: RedisCluster, traffic: Path) -> None:
+    """The README's ACL SETUSER lines and its cluster addition, typed on every node."""
+    lines = [*readme_block("ACL SETUSER hive-sniffer reset"),
+             *readme_block("ACL SETUSER hive-sniffer +info")]
+    for port in cluster.ports:
+        with redis.Redis(port=port) as node:
+            for line in lines:
+                node.execute_command(*line.split())
+    try:
+        def run(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+            return cli(*args, "--redis-url", f"redis://{user}@127.0.0.1:{cluster.ports[0]}",
+                       env={"REDIS_PASSWORD": readme_password(user)})
+
+        for _ in range(2):
+            wrote = run("hive-sniffer", "replay", str(traffic), "--allow-server", S1)
+            assert wrote.returncode == 0, wrote.stderr
+        with cluster.client() as admin:
+            assert admin.hgetall("192.0.2.42") == {"mac": "02:00:00:00:00:0a"}
+        listed = run("hive-reader", "leases", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [lease["ip"] for lease in json.loads(listed.stdout)] == ["192.0.2.42"]
+        history = run("hive-reader", "history", "192.0.2.42")
+        assert history.returncode == 0 and "granted" in history.stdout, history.stderr
+        refused = run("hive-reader", "replay", str(traffic), "--allow-server", S1)
+        assert refused.returncode == 1
+        assert "may not write as a sniffer does: this user has no permissions to run the " \
+            "'evalsha' command" in refused.stderr.strip().splitlines()[-1]
+    finally:
+        for port in cluster.ports:
+            with redis.Redis(port=port) as node:
+                node.execute_command("ACL", "DELUSER", "hive-sniffer", "hive-reader")
