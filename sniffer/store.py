@@ -95,6 +95,16 @@ class _Call:
         return args + self.records
 
 
+def _with(call: _Call, calls: _Calls, key: str, op: str, *tail: EncodableT) -> int:
+    """`key`'s number in `call` if it shares the call's slot, the change being made by the
+    call's own operation; else 0, and operation `op key *tail` goes in the call of its slot."""
+    target = calls.at(key)
+    if target is call:
+        return call.key(key)
+    target.records += (op, target.key(key), *tail)
+    return 0
+
+
 class _Calls:
     """A batch's write.lua calls: one per Redis Cluster slot, so that each touches one slot; a
     standalone Redis has one slot here, so the whole batch is one call."""
@@ -312,13 +322,12 @@ class LeaseStore:
         call = self._lease_call(calls, ip)
         stream = self._stream(call, calls, keys.events, names, (*detail.values(),
                                                                 *extra.values()))
-        call.records += ("L", call.key(keys.seed(ip)), call.key(keys.lease(ip)), stream, expire,
+        call.records += ("L", call.key(keys.seed(ip)), call.key(keys.lease(ip)), stream,
+                         *self._indexes(call, calls, "A", ip, lease.mac, lease.client_id),
+                         _with(call, calls, keys.expiry, "Z", score, ip), score, expire,
                          seconds, call.schema(len(detail), names))
         call.records += detail.values()
         call.records += extra.values()
-        self._index(calls, "A", ip, lease.mac, lease.client_id)
-        index = calls.at(keys.expiry)
-        index.records += ("Z", index.key(keys.expiry), score, ip)
 
     def _revoke(self, calls: _Calls, revoke: Revoke) -> None:
         lease, keys = revoke.lease, self.keys
@@ -329,11 +338,9 @@ class LeaseStore:
         call = self._lease_call(calls, ip)
         stream = self._stream(call, calls, keys.events, names, tuple(event.values()))
         call.records += ("D", call.key(keys.seed(ip)), call.key(keys.lease(ip)), stream,
-                         call.schema(0, names))
+                         *self._indexes(call, calls, "S", ip, lease.mac, lease.client_id),
+                         _with(call, calls, keys.expiry, "z", ip), call.schema(0, names))
         call.records += event.values()
-        index = calls.at(keys.expiry)
-        index.records += ("z", index.key(keys.expiry), ip)
-        self._index(calls, "S", ip, lease.mac, lease.client_id)
 
     def _lease_call(self, calls: _Calls, ip: str) -> _Call:
         call = calls.at(self.keys.seed(ip))
@@ -350,6 +357,15 @@ class LeaseStore:
             return call.key(stream)
         target.records += ("E", target.key(stream), target.schema(0, names), *values)
         return 0
+
+    def _indexes(self, call: _Call, calls: _Calls, op: str, ip: str, mac: str | None,
+                 client_id: str | None) -> tuple[int, int]:
+        """The MAC and client-id index entries of a lease written (op A) or deleted (S) by
+        `call`: their keys' numbers in it when they share its slot (always on a standalone
+        Redis: fewer arguments), else 0, and the change goes in their own calls."""
+        return (_with(call, calls, self.keys.by_mac(mac), op, ip) if mac else 0,
+                _with(call, calls, self.keys.by_client_id(client_id), op, ip)
+                if client_id else 0)
 
     def _index(self, calls: _Calls, op: str, ip: str, mac: str | None,
                client_id: str | None) -> None:

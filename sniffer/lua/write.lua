@@ -5,10 +5,14 @@
 -- (the names of a record's fields, in order), so that a record is mostly its values.
 -- ARGV: stream cap, rogue-server cap; the number of schemas, each as n-detail n-names <names>;
 -- then the operations, keys given as their index in KEYS (0: none):
---   L seed lease events expire seconds schema <values>  a lease written whole: its seed hash
---       (mac, hostname) and detail hash (the n-detail first values) replaced, their expiry set;
---       with `events`, an event of every value added to that stream
---   D seed lease events schema <values>  a lease deleted, with its event as for L
+--   L seed lease events macs cids expiry score expire seconds schema <values>
+--       a lease written whole: its seed hash (mac, hostname) and detail hash (the n-detail first
+--       values) replaced, their expiry set; with `events`, an event of every value added to
+--       that stream; with `macs`, `cids`, `expiry`, its address (value `ip`) added to those
+--       indexes (the expiry set with `score`). Those keys share the call's slot; when they do
+--       not, the store sends them their own A and Z operations instead (0 here).
+--   D seed lease events macs cids expiry schema <values>  a lease deleted, its event as for L,
+--       its address taken out of those indexes
 --   E stream schema <values>             an event added to a capped stream
 --   A set member | S set member          SADD | SREM
 --   Z zset score member | z zset member  ZADD | ZREM
@@ -54,12 +58,17 @@ local function event(stream)
     call('XADD', key(stream), 'MAXLEN', '~', maxlen, '*', unpack(fields(schema.n)))
   end
 end
+local function indexes(op, macs, cids, ip)
+  if macs ~= '0' then call(op, key(macs), ip) end
+  if cids ~= '0' then call(op, key(cids), ip) end
+end
 while i <= #A do
   local op = A[i]
   if op == 'L' then
-    local seed, lease, stream, expire, seconds = key(A[i + 1]), key(A[i + 2]), A[i + 3],
-      A[i + 4], A[i + 5]
-    schema, first = schemas[tonumber(A[i + 6])], i + 7
+    local seed, lease, stream, macs, cids = key(A[i + 1]), key(A[i + 2]), A[i + 3], A[i + 4],
+      A[i + 5]
+    local expiry, score, expire, seconds = A[i + 6], A[i + 7], A[i + 8], A[i + 9]
+    schema, first = schemas[tonumber(A[i + 10])], i + 11
     call('DEL', seed, lease)
     local mac, hostname = value('mac'), value('hostname')
     local flat = {}
@@ -72,12 +81,18 @@ while i <= #A do
       call(expire, lease, seconds)
     end
     event(stream)
+    local ip = value('ip')
+    indexes('SADD', macs, cids, ip)
+    if expiry ~= '0' then call('ZADD', key(expiry), score, ip) end
     i = first + schema.n
   elseif op == 'D' then
     call('DEL', key(A[i + 1]), key(A[i + 2]))
-    local stream = A[i + 3]
-    schema, first = schemas[tonumber(A[i + 4])], i + 5
+    local stream, macs, cids, expiry = A[i + 3], A[i + 4], A[i + 5], A[i + 6]
+    schema, first = schemas[tonumber(A[i + 7])], i + 8
     event(stream)
+    local ip = value('ip')
+    indexes('SREM', macs, cids, ip)
+    if expiry ~= '0' then call('ZREM', key(expiry), ip) end
     i = first + schema.n
   elseif op == 'E' then
     local stream = A[i + 1]
