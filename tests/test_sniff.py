@@ -13,6 +13,7 @@ import re
 import secrets
 import shlex
 import signal
+import socket
 import stat
 import struct
 import subprocess
@@ -227,6 +228,7 @@ def test_metrics_serve_the_counters(link: Link, rc: redis.Redis, start: Start) -
     assert values["dhcp_hive_mind_redis_write_seconds_count"] >= 1
     assert values["dhcp_hive_mind_queue_depth"] == 0
     assert values["dhcp_hive_mind_pending_writes"] == 0
+    assert abs(values["dhcp_hive_mind_clock_skew_seconds"]) < 1  # one host, one clock
 
 
 # ---- stopping --------------------------------------------------------------------------------
@@ -401,6 +403,22 @@ def test_a_busy_metrics_port_fails_at_start(link: Link, rc: redis.Redis, start: 
     assert second.proc.wait(30) == 1
     assert f"error: metrics on 127.0.0.1:{METRICS_PORT}: Address already in use" in \
         second.output()
+
+
+def test_a_second_sniffer_with_a_running_one_s_id_refuses_to_start(
+        link: Link, rc: redis.Redis, start: Start, socket_redis: RedisServer,
+        tmp_path: Path) -> None:
+    """Two sniffers on one host and interface: the same default id (R-HV-1, case H13)."""
+    first = start("--allow-server", S1)
+    writer_id = f"{socket.gethostname()}:v0"
+    assert rc.exists(f"dhcp-hive-mind:writer:{writer_id}")
+    second = sniff_daemon(link.ns, ["-i", "v0", "--redis-url", socket_redis.url],
+                          tmp_path / "log2")
+    assert second.proc.wait(30) == 1
+    assert re.fullmatch(rf"dhcp-hive-mind: error: writer id '{re.escape(writer_id)}' is in use "
+                        r"by a running writer \(pid \d+ on .*\n", second.output())
+    assert first.stop(signal.SIGTERM) == 0
+    assert not rc.exists(f"dhcp-hive-mind:writer:{writer_id}")  # released at a clean stop
 
 
 # ---- unprivileged ----------------------------------------------------------------------------
