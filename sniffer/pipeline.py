@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.dhcp import Datagram, Dropped, decode
-from sniffer.store import ROGUE_SERVERS_MAX, LeaseStore
+from sniffer.store import ROGUE_SERVERS_MAX, LeaseStore, SentBatch
 from sniffer.tracker import Tracker
 
 
@@ -37,6 +37,7 @@ class Pipeline:
     stats: Counter[str] = field(default_factory=Counter)
     rogue: Counter[str] = field(default_factory=Counter)  # rejected replies per rogue server
     _pending: list[Command] = field(default_factory=list)
+    _sent: SentBatch | None = None  # the batch Redis may still be writing
 
     def process(self, datagrams: Iterable[Datagram]) -> None:
         for datagram in datagrams:
@@ -65,9 +66,24 @@ class Pipeline:
                         count_rogue(self.rogue, command)
             self._pending.extend(commands)
             if len(self._pending) >= self.batch_size:
-                self.flush()
+                self._send()
 
     def flush(self) -> None:
+        """Write what is pending; on return Redis holds every batch (or StoreError says why
+        not)."""
+        self._send()
+        self._wait()
+
+    def _send(self) -> None:
+        """Send the pending batch once the one before is written (R-RD-7: in order), without
+        waiting for Redis: the next batch is decoded while Redis runs this one, and a write
+        error surfaces when that batch is sent, or at flush()."""
+        self._wait()
         if self._pending:
             batch, self._pending = self._pending, []
-            self.store.apply(batch, self.clock())
+            self._sent = self.store.send(batch, self.clock())
+
+    def _wait(self) -> None:
+        sent, self._sent = self._sent, None
+        if sent is not None:
+            sent.wait()

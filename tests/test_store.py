@@ -250,6 +250,33 @@ def test_unreachable_redis_raises_store_error_on_apply_and_load() -> None:
         store.load()
 
 
+def test_a_sent_batch_is_read_back_by_wait_and_its_refusal_raised_there(
+        store: LeaseStore, rclient: redis.Redis) -> None:
+    """send() does not wait for Redis; wait() reads the reply and raises what apply() would,
+    and leaves the connection fit for the next batch."""
+    sent = store.send([Grant(make_lease(), "granted")], time.time())
+    sent.wait()
+    assert rclient.hgetall(IP) == {"mac": MAC_A, "hostname": "alpha"}
+    rclient.set(f"{NS}:mac:{MAC_B}", "not a set")
+    refused = store.send([Grant(make_lease("192.0.2.101", mac=MAC_B), "granted")], time.time())
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        refused.wait()
+    rclient.delete(f"{NS}:mac:{MAC_B}")
+    store.send([Grant(make_lease("192.0.2.102"), "granted")], time.time()).wait()
+    assert rclient.exists(*lease_keys("192.0.2.102")) == 2
+
+
+def test_a_batch_whose_connection_is_lost_before_its_reply_still_lands(
+        store: LeaseStore, rclient: redis.Redis) -> None:
+    """The connection killed between send() and wait(): the batch is written again the blocking
+    way (redis-py's retry), as apply() would after a lost connection."""
+    apply(store, Grant(make_lease(), "granted"))  # the store's connection exists
+    sent = store.send([Grant(make_lease("192.0.2.101"), "granted")], time.time())
+    assert rclient.client_kill_filter(_type="normal", skipme=True) >= 1
+    sent.wait()
+    assert rclient.exists(*lease_keys("192.0.2.101")) == 2
+
+
 def test_rogue_replies_go_to_their_own_stream(store: LeaseStore, rclient: redis.Redis) -> None:
     apply(store,
           Rejected("rogue_reply", reply(ACK, server_id="192.0.2.66")),
