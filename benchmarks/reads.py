@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -88,6 +89,7 @@ def fill(client: redis.Redis, count: int) -> None:
 @dataclass(frozen=True)
 class Measured:
     wall: float  # seconds, start to exit
+    cpu: float  # seconds of CPU, user and system
     rss: int  # bytes, the process's peak resident set
     output: bytes
 
@@ -95,6 +97,47 @@ class Measured:
 def _environment(tree: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     return {**env, "PYTHONPATH": str(tree), "TERM": "xterm-256color"}
+
+
+# Runs a command (argv[2:]) in a child of its own, then writes into the file argv[1] its exit
+# code, when it started (Unix seconds), wall and CPU seconds, and peak resident set (KiB). The
+# child is forked from this small process, not from the benchmark's: Linux starts a child's
+# maxrss at what its parent held (through fork, and vfork then exec), and the benchmark holds
+# the outputs it checks.
+_LAUNCHER = """
+import os, sys, time
+started, clock = time.perf_counter(), time.time()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{os.waitstatus_to_exitcode(status)} {clock} {time.perf_counter() - started} "
+                 f"{usage.ru_utime + usage.ru_stime} {usage.ru_maxrss}")
+"""
+
+
+@dataclass(frozen=True)
+class _Report:
+    status: int
+    started: float  # Unix seconds
+    wall: float
+    cpu: float
+    rss: int
+
+
+def _launch(tree: Path, args: Sequence[str], report: Path,
+            **options: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(report), *command(*args)],
+                            cwd=tree, env=_environment(tree), **options)
+
+
+def _report(path: Path) -> _Report:
+    status, started, wall, cpu, rss = path.read_text().split()
+    return _Report(int(status), float(started), float(wall), float(cpu), int(rss) * 1024)
 
 
 def command(*args: str) -> list[str]:
@@ -108,21 +151,20 @@ class Unsupported(Failed):
 
 def run(tree: Path, args: Sequence[str]) -> Measured:
     """`dhcp-hive-mind ARGS` from `tree`, its standard output a pipe read to the end."""
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        process = subprocess.Popen(command(*args), cwd=tree, env=_environment(tree),
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=errors)
+    with tempfile.TemporaryDirectory() as scratch, \
+            open(Path(scratch) / "stderr", "w+b") as errors:
+        process = _launch(tree, args, Path(scratch) / "report", stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=errors)
         assert process.stdout is not None
         out = process.stdout.read()
-        status, rss = _reap(process)
-        wall = time.perf_counter() - started
-        if status != 0:
+        process.wait()
+        done = _report(Path(scratch) / "report")
+        if done.status != 0:
             errors.seek(0)
             message = errors.read().decode(errors="replace").strip()[-300:]
-            raise (Unsupported if status == 2 and "No such option" in message else Failed)(
-                f"{' '.join(args[:2])}: exit {status}: {message}")
-    return Measured(wall, rss, out)
+            raise (Unsupported if done.status == 2 and "No such option" in message else Failed)(
+                f"{' '.join(args[:2])}: exit {done.status}: {message}")
+    return Measured(done.wall, done.cpu, done.rss, out)
 
 
 BOX = frozenset("─━│┃┏┓┗┛┡┩╇┿┼╋")
@@ -151,14 +193,6 @@ def check(args: Sequence[str], output: bytes, expected: set[str]) -> None:
                      f"{len(set(ips) & expected):,} of the {len(expected):,} expected")
 
 
-def _reap(process: subprocess.Popen[bytes]) -> tuple[int, int]:
-    """Wait for `process` with wait4: its exit code and its own peak resident set in bytes
-    (RUSAGE_CHILDREN would give the largest of all children so far)."""
-    _pid, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss * 1024
-
-
 # ---- the view ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -180,7 +214,7 @@ class _Terminal:
         self.text = ""
 
     def wait(self, found: re.Pattern[str] | str, timeout: float = 180) -> float:
-        """perf_counter() when the text drawn since the call first contains `found`."""
+        """When (Unix seconds) the text drawn since the call first contains `found`."""
         deadline = time.monotonic() + timeout
         raw = b""
         while time.monotonic() < deadline:
@@ -193,7 +227,7 @@ class _Terminal:
                 chunk = b""
             if not chunk:
                 break
-            at = time.perf_counter()
+            at = time.time()
             raw = raw[-(1 << 16):] + chunk  # frames are a few kB: enough to hold a whole one
             self.text = _ANSI.sub("", raw.decode("utf-8", "replace"))
             if (found.search(self.text) if isinstance(found, re.Pattern)
@@ -216,31 +250,32 @@ def view(tree: Path, url: str, count: int) -> ViewMeasured:
     master, slave = pty.openpty()
     lines, columns = SCREEN
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
-    started = time.perf_counter()
-    process = subprocess.Popen(command("view", "--redis-url", url), cwd=tree,
-                               env=_environment(tree), stdin=slave, stdout=slave, stderr=slave,
-                               start_new_session=True)
-    os.close(slave)
-    terminal = _Terminal(master)
-    try:
-        first = terminal.wait(_LEASE_ROW) - started
-        loaded = terminal.wait(f"active leases {count:,} ") - started
-        keys = []
-        for sort in ("time left", "recency", "ip"):
-            sent = time.perf_counter()
-            os.write(master, b"s")
-            keys.append(terminal.wait(f"sorted by {sort}") - sent)
-        os.write(master, b"q")
-        terminal.drain()
-        status, rss = _reap(process)
-        if status != 0:
-            raise Failed(f"view: exit {status}: {terminal.text[-300:]!r}")
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            _reap(process)
-        os.close(master)
-    return ViewMeasured(first, loaded, sorted(keys)[1], rss)
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report"
+        process = _launch(tree, ["view", "--redis-url", url], report, stdin=slave,
+                          stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        terminal = _Terminal(master)
+        try:
+            first = terminal.wait(_LEASE_ROW)
+            loaded = terminal.wait(f"active leases {count:,} ")
+            keys = []
+            for sort in ("time left", "recency", "ip"):
+                sent = time.time()
+                os.write(master, b"s")
+                keys.append(terminal.wait(f"sorted by {sort}") - sent)
+            os.write(master, b"q")
+            terminal.drain()
+            process.wait()
+            done = _report(report)
+            if done.status != 0:
+                raise Failed(f"view: exit {done.status}: {terminal.text[-300:]!r}")
+        finally:
+            if process.returncode is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait()
+            os.close(master)
+    return ViewMeasured(first - done.started, loaded - done.started, sorted(keys)[1], done.rss)
 
 
 if __name__ == "__main__":

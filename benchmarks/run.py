@@ -378,9 +378,10 @@ def _read_failures(prefix: str = "") -> Iterator[None]:
 
 
 def _median(runs: list[read_runs.Measured]) -> read_runs.Measured:
-    """The median time, with the largest resident set of the runs."""
-    wall = statistics.median(run.wall for run in runs)
-    return read_runs.Measured(wall, max(run.rss for run in runs), b"")
+    """The median times, with the largest resident set of the runs."""
+    return read_runs.Measured(statistics.median(run.wall for run in runs),
+                              statistics.median(run.cpu for run in runs),
+                              max(run.rss for run in runs), b"")
 
 
 def _read_row(label: str, measured: read_runs.Measured | None,
@@ -390,7 +391,8 @@ def _read_row(label: str, measured: read_runs.Measured | None,
     if measured is None:
         return Row(label, "no such option")
     seconds, memory = READ_TARGET
-    return Row(label, f"{measured.wall:.2f} s, {measured.rss / 2**20:.0f} MB",
+    return Row(label, f"{measured.wall:.2f} s (CPU {measured.cpu:.2f} s), "
+                      f"{measured.rss / 2**20:.0f} MB",
                _times(before.wall / measured.wall, "faster", "slower") + ", " +
                _times(before.rss / measured.rss, "less memory", "more memory")
                if before is not None else "",

@@ -56,7 +56,7 @@ def test_reads_print_every_lease_and_the_view_its_first_screen() -> None:
                  "`leases --jsonl` into a pipe", "`leases --csv` into a pipe",
                  "`leases --sort hostname` into a pipe", "`leases --mac M`"):
         cells = row(table, f"reads, 2,000 leases: {what}")
-        assert re.fullmatch(r"\d+\.\d\d s, \d+ MB", cells[1]), cells
+        assert re.fullmatch(r"\d+\.\d\d s \(CPU \d+\.\d\d s\), \d+ MB", cells[1]), cells
     first = row(table, "reads, 2,000 leases: `view`: first screen of leases")
     assert re.fullmatch(r"\d+\.\d\d s", first[1])
     assert re.fullmatch(r"every lease loaded at \d+\.\d s, \d+ MB", first[2])
