@@ -17,6 +17,7 @@ from conftest import require_tool
 from helpers import run_cli
 from specharness import (
     S1,
+    WRITER,
     A,
     B,
     Case,
@@ -37,9 +38,10 @@ RECORD_HEADER = 16
 
 def replay(redis_url: str, *files: str | Path, stdin: bytes | None = None,
            engine: str = "tshark") -> subprocess.CompletedProcess[str]:
-    """Replay on the capture clock, so that each record is exactly the spec's REC."""
+    """Replay on the capture clock, as the spec harness's writer, so that each record is exactly
+    the spec's REC."""
     return run_cli("replay", *map(str, files), "--redis-url", redis_url, "--allow-server", S1,
-                "--as-captured", "--engine", engine, stdin=stdin)
+                   "--as-captured", "--engine", engine, "--writer-id", WRITER, stdin=stdin)
 
 
 def warnings(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -174,7 +176,8 @@ def test_a_capture_piped_in(fmt: str, redis_url: str, rclient: redis.Redis,
 
     # As a user types it: cat's output through a shell pipe.
     command = (f"cat {shlex.quote(str(capture))} | {shlex.quote(sys.executable)} -m sniffer "
-               f"replay - --redis-url {redis_url} --allow-server {S1} --as-captured")
+               f"replay - --redis-url {redis_url} --allow-server {S1} --as-captured "
+               f"--writer-id {WRITER}")
     result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120,
                             check=False)
 
