@@ -51,6 +51,7 @@ class Grant:
     lease: Lease
     event: GrantEvent
     previous: Lease | None = None
+    ts: float = 0.0  # capture time of the reply; 0: unknown, the lease's `updated` second
 
 
 @dataclass(frozen=True, slots=True)

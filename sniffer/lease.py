@@ -10,6 +10,15 @@ from typing import NamedTuple
 from sniffer.dhcp import ZERO
 
 INFINITE = 0xFFFFFFFF
+Identity = tuple[str | None, tuple[int, str] | None]  # (client_id, (htype, mac) or None)
+
+
+def same_client(a: Identity, b: Identity) -> bool:
+    """R-ID-3: client identifiers if both have one, else typed hardware addresses if both have
+    one, else never the same."""
+    if a[0] is not None and b[0] is not None:
+        return a[0] == b[0]
+    return a[1] is not None and a[1] == b[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,10 @@ class Lease:
     @property
     def infinite(self) -> bool:
         return self.expires is None
+
+    @property
+    def identity(self) -> Identity:
+        return (self.client_id, (self.htype, self.mac) if self.mac is not None else None)
 
     def seed_fields(self) -> dict[str, str]:
         """The contract hash at the bare IP: mac and hostname only, each only when known."""

@@ -45,7 +45,7 @@ from sniffer.dhcp import (
     DhcpMessage,
     valid_lease_address,
 )
-from sniffer.lease import INFINITE, Lease
+from sniffer.lease import INFINITE, Identity, Lease, same_client
 
 BOOTREQUEST = 0  # the kind of a client message without option 53, beside the DHCP types 1-8
 SWEEP_EVERY = 1.0  # seconds of capture time between sweeps of expired transactions
@@ -56,7 +56,6 @@ SEEN_SLOT = {DISCOVER: "seen_discover", REQUEST: "seen_request", INFORM: "seen_i
 
 GroupKey = tuple[int, int, bytes]  # (xid, htype, chaddr): the candidates of R-TX-3
 CapKey = tuple[int, bytes | str | None]  # whose transactions count towards txn_max_per_hw
-Identity = tuple[str | None, tuple[int, str] | None]  # (client_id, (htype, mac) or None)
 DupKey = tuple[int | None, int, int, bytes, str, int | None]
 K = TypeVar("K")
 
@@ -141,18 +140,6 @@ def _eviction_choice(txns: Iterable[_Txn]) -> _Txn:
 
 def _ip_int(ip: str) -> int:
     return int.from_bytes(socket.inet_aton(ip), "big")
-
-
-def _same_client(a: Identity, b: Identity) -> bool:
-    """R-ID-3: client identifiers if both have one, else typed hardware addresses if both have
-    one, else never the same."""
-    if a[0] is not None and b[0] is not None:
-        return a[0] == b[0]
-    return a[1] is not None and a[1] == b[1]
-
-
-def _lease_identity(lease: Lease) -> Identity:
-    return (lease.client_id, (lease.htype, lease.mac) if lease.mac is not None else None)
 
 
 def _msg_identity(msg: DhcpMessage, client_id: str | None) -> Identity:
@@ -265,8 +252,8 @@ class Tracker:
         if allowed and msg.server_id is not None and msg.server_id not in allowed:
             return []
         record = self._current(ip, math.floor(msg.ts))
-        if record is None or not _same_client(_lease_identity(record),
-                                              _msg_identity(msg, msg.client_id)):
+        if record is None or not same_client(record.identity,
+                                             _msg_identity(msg, msg.client_id)):
             return []
         self._remove(ip)
         self.counters[counter] += 1
@@ -304,7 +291,7 @@ class Tracker:
             return self._reject(RejectReason.ALREADY_EXPIRED, msg)
         # G10-G12: the record's identity, hostname and relay fields
         lease = self._new_lease(msg, txn, record, server, lease_time, second)
-        commands: list[Command] = [self._write(lease, record)]  # G13 write, replacing
+        commands: list[Command] = [self._write(lease, record, msg.ts)]  # G13 write, replacing
         if self.config.supersede_same_subnet:  # G14 supersede on the same subnet
             commands.extend(self._supersede(lease, msg))
         self._decide(txn, msg, server)  # G15 the transaction is decided by this server
@@ -321,8 +308,8 @@ class Tracker:
         if (client_id is None and record is not None and mac is not None
                 and record.mac == mac and record.htype == msg.htype):
             client_id = record.client_id
-        same = record is not None and _same_client(_lease_identity(record),
-                                                   _msg_identity(msg, client_id))
+        same = record is not None and same_client(record.identity,
+                                                  _msg_identity(msg, client_id))
         prev = record if same else None
         hostname, source = self._hostname(msg, txn, prev)  # G11 hostname
         relayed = msg.giaddr != ZERO  # G12 giaddr and option 82, from the reply or carried over
@@ -365,21 +352,21 @@ class Tracker:
             return prev.hostname, "prev"
         return None, None
 
-    def _write(self, lease: Lease, record: Lease | None) -> Grant:
+    def _write(self, lease: Lease, record: Lease | None, ts: float) -> Grant:
         """G13: replace the record at the address; tell whose it was."""
         if record is None:
             event = GrantEvent.GRANTED
-        elif _same_client(_lease_identity(record), _lease_identity(lease)):
+        elif same_client(record.identity, lease.identity):
             event = GrantEvent.RENEWED
         else:
             event = GrantEvent.REASSIGNED
         self.counters[event] += 1
         self._put(lease)
-        return Grant(lease, event, record)
+        return Grant(lease, event, record, ts)
 
     def _supersede(self, lease: Lease, msg: DhcpMessage) -> list[Command]:
         """G14: delete the client's other records on the same subnet, oldest grant first."""
-        identity = _lease_identity(lease)
+        identity = lease.identity
         candidates: set[str] = set()
         if identity[0] is not None:
             candidates |= self._by_client_id.get(identity[0], set())
@@ -397,7 +384,7 @@ class Tracker:
             other = self._current(ip, lease.updated)
             if (other is not None and other.updated <= lease.updated
                     and _ip_int(ip) & mask == subnet
-                    and _same_client(_lease_identity(other), identity)):
+                    and same_client(other.identity, identity)):
                 self._remove(ip)
                 self.counters["superseded"] += 1
                 commands.append(Revoke(other, RevokeReason.SUPERSEDED, msg.ts))
@@ -426,7 +413,7 @@ class Tracker:
         if txn.latest_kind == REQUEST and ip is not None:
             record = self._current(ip, math.floor(msg.ts))
             identity = _msg_identity(msg, msg.client_id or txn.client_id)
-            if record is not None and _same_client(_lease_identity(record), identity):
+            if record is not None and same_client(record.identity, identity):
                 self._remove(ip)
                 self.counters["nak_deleted"] += 1
                 commands.append(Revoke(record, RevokeReason.NAK, msg.ts))
