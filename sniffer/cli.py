@@ -28,7 +28,8 @@ from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis, 
 from sniffer.dhcp import DhcpMessage, Dropped, decode
 from sniffer.errors import HiveError
 from sniffer.export import Format
-from sniffer.keys import Keys
+from sniffer.history import Holding, address_history, holds_of, parse_time
+from sniffer.keys import Keys, ipv4_number
 from sniffer.lease import LeaseRow
 from sniffer.listing import Query, SortKey, listing
 from sniffer.live import SniffConfig, Sniffer, run_sniffer, run_sniffer_with_view
@@ -44,10 +45,20 @@ from sniffer.registry import (
     sniff_writer_id,
 )
 from sniffer.replay import Pace, replay_files, summary
-from sniffer.store import LeaseStore
+from sniffer.store import HISTORY_DAYS, LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 from sniffer.tshark import DEFAULT_PORTS
-from sniffer.view import duration, history_table, hostname_width, lease_table, run_view, safe
+from sniffer.view import (
+    duration,
+    history_table,
+    holder_table,
+    holdings_table,
+    hostname_width,
+    lease_table,
+    moment,
+    run_view,
+    safe,
+)
 
 app = typer.Typer(
     name="dhcp-hive-mind",
@@ -186,6 +197,9 @@ PrefixLen = Annotated[int, typer.Option(
     "carries no subnet mask.")]
 Bootp = Annotated[bool, typer.Option("--bootp/--no-bootp",
                                      help="Track BOOTP replies (infinite leases).")]
+HistoryDays = Annotated[float, typer.Option(
+    "--history-days", min=0.001, metavar="DAYS", help="Keep each address's history this long "
+    "(at most 1000 events an address).")]
 
 
 def _ipv4(values: Iterable[str], option: str) -> frozenset[str]:
@@ -250,13 +264,14 @@ def _redis_options(password_file: Path | None, ca: Path | None, cert: Path | Non
 
 @contextmanager
 def _store(redis_url: str | None, key_prefix: str, namespace: str, capture_clock: bool,
-           options: RedisOptions, writer: str | None = None) -> Iterator[LeaseStore]:
+           options: RedisOptions, writer: str | None = None,
+           history_days: float = HISTORY_DAYS) -> Iterator[LeaseStore]:
     client, description = open_redis(redis_url, options=options)
     if redis_url is None:
         err.print(Text(f"Using the {description} (set --redis-url or REDIS_URL for a server)."))
     try:
         store = LeaseStore(client, Keys(key_prefix, namespace), capture_clock=capture_clock,
-                           writer=writer)
+                           writer=writer, history_days=history_days)
         if writer is not None:  # a command that writes: its user's rights checked first
             store.check_writes()
         yield store
@@ -320,6 +335,7 @@ def replay(
     bootp: Bootp = True,
     writer_id: WriterId = None,
     max_clock_skew: MaxClockSkew = SKEW_ALLOWED,
+    history_days: HistoryDays = HISTORY_DAYS,
 ) -> None:
     """Replay capture files into Redis, as if the traffic were live.
 
@@ -334,7 +350,7 @@ def replay(
                        "trusted, rogue servers included."))
     writer = check_writer_id(writer_id or replay_writer_id(files))
     with _store(redis_url, key_prefix, namespace, as_captured, options=options,
-                writer=writer) as store, \
+                writer=writer, history_days=history_days) as store, \
             registered(store.client, store.keys, writer, allowed=max_clock_skew,
                        warn=lambda warning: err.print(safe(f"warning: {warning}"))):
         tracker = Tracker(config)
@@ -507,6 +523,18 @@ def _source(redis_url: str | None) -> str:
     return f"Redis at {mask_url(redis_url)}" if redis_url is not None else "embedded Redis"
 
 
+def _moment(value: str | None, option: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=option) from None
+
+
+TIME_HELP = "ISO 8601 (local time unless it carries a zone) or Unix seconds."
+
+
 @app.command()
 @reports_errors
 def migrate(
@@ -531,8 +559,8 @@ def migrate(
 @reports_errors
 def history(
     target: Annotated[str, typer.Argument(metavar="IP|MAC", help="An IPv4 address (who had it, "
-                                          "and when) or a MAC address (where the device has "
-                                          "been).", show_default=False)],
+                                          "and when) or a MAC address (the addresses the "
+                                          "device held, and when).", show_default=False)],
     redis_url: RedisUrl = None,
     redis_password_file: RedisPasswordFile = None,
     redis_ca: RedisCa = None,
@@ -540,22 +568,66 @@ def history(
     redis_key: RedisKey = None,
     key_prefix: KeyPrefix = "",
     namespace: Namespace = "dhcp-hive-mind",
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many events, the "
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: an array; with --at one "
+                                          "object, or null when nobody held the address."
+                                          )] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows, the "
                                        "newest.")] = 50,
+    at: Annotated[str | None, typer.Option(
+        "--at", metavar="TIME", help="IP only: who held the address at TIME. " + TIME_HELP,
+        show_default=False)] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="TIME", help="Only from TIME on. " + TIME_HELP,
+        show_default=False)] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", metavar="TIME", help="Only up to TIME. " + TIME_HELP,
+        show_default=False)] = None,
 ) -> None:
-    """The grants and deletions of an address or a device, newest first."""
+    """The history of an address (grants, renewals, reassignments, deletions and expiries,
+    newest first; or who held it at a moment), or the addresses a device held over a period."""
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
     wanted = _ip_or_mac(target)
+    moment_at = _moment(at, "--at")
+    start, end = _moment(since, "--since"), _moment(until, "--until")
+    is_ip = ipv4_number(wanted) is not None
+    if moment_at is not None and (since is not None or until is not None):
+        raise UsageProblem("--at is one moment: it cannot be combined with --since or --until")
+    if moment_at is not None and not is_ip:
+        raise UsageProblem("--at takes an IP address; for a MAC address use --since and --until")
     with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
-        events = store.history(wanted, limit=limit)
+        ips = [wanted] if is_ip else store.mac_addresses(wanted, start)
+        logs = store.address_logs(ips)
+    now = time.time()
+    histories = [address_history(ip, events, now) for ip, events in logs.items()]
+    if moment_at is not None:
+        _print_holder(wanted, moment_at, histories[0].holder_at(moment_at), as_json)
+    elif is_ip:
+        entries = histories[0].between(start, end)[:limit]
+        if as_json:
+            out.print_json(data=[entry.to_json(wanted) for entry in entries], ensure_ascii=True)
+        elif not entries:
+            err.print(Text(f"No events for {wanted}."))
+        else:
+            out.print(history_table(wanted, entries))
+    else:
+        holdings = holds_of(wanted, histories, start, end)[:limit]
+        if as_json:
+            out.print_json(data=[holding.to_json() for holding in holdings], ensure_ascii=True)
+        elif not holdings:
+            err.print(Text(f"No addresses held by {wanted}."))
+        else:
+            out.print(holdings_table(wanted, holdings))
+
+
+def _print_holder(ip: str, at: float, holding: Holding | None, as_json: bool) -> None:
     if as_json:
-        out.print_json(data=events, ensure_ascii=True)
-        return
-    if not events:
-        err.print(Text(f"No events for {wanted}."))
-        return
-    out.print(history_table(events))
+        out.print_json(data=holding.to_json() if holding is not None else None,
+                       ensure_ascii=True)
+    elif holding is None:
+        out.print(Text(f"nobody held {ip} at {moment(at)}"))
+    else:
+        out.print(Text(f"{ip} at {moment(at)} was held by {holding.grant.mac or 'a client'}:"))
+        out.print(holder_table(holding))
 
 
 def _ip_or_mac(value: str) -> str:
@@ -671,6 +743,7 @@ def sniff(
     ] = False,
     writer_id: WriterId = None,
     max_clock_skew: MaxClockSkew = SKEW_ALLOWED,
+    history_days: HistoryDays = HISTORY_DAYS,
 ) -> None:
     """Capture DHCP traffic live and mirror the leases into Redis, until SIGINT or SIGTERM."""
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
@@ -688,7 +761,7 @@ def sniff(
                                max_pending=max_pending)
     writer = check_writer_id(writer_id or sniff_writer_id(interface))
     with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options,
-                writer=writer) as store, \
+                writer=writer, history_days=history_days) as store, \
             registered(store.client, store.keys, writer, allowed=max_clock_skew) as heartbeat:
         if not config.allowed_servers:
             log.warning("no --allow-server given: replies from every DHCP server are trusted, "

@@ -37,6 +37,16 @@ class Keys:
     def by_client_id(self, client_id: str) -> str:
         return f"{self.namespace}:client-id:{client_id}"
 
+    def log(self, ip: str) -> str:
+        """Sorted set: the address's history (sniffer/history.py), scored by version; in the
+        seed hash's slot, so that an event is written with its lease."""
+        return f"{self.namespace}:log:{self.tag(ip)}"
+
+    def mac_log(self, mac: str) -> str:
+        """Sorted set: the addresses a MAC was granted -> the latest end of those grants (a
+        hint: readers check each address's log)."""
+        return f"{self.namespace}:mac-log:{mac}"
+
     @property
     def expiry(self) -> str:
         """Sorted set: address -> expiry (inf when infinite), the list of our leases."""

@@ -41,6 +41,10 @@ def writing_commands(keys: Keys, writer: str) -> list[tuple[str, ...]]:
                  ("HGETALL", seed), ("TTL", lease), ("TTL", seed)]
     for key in sets:
         commands += [("SADD", key, ip), ("SREM", key, ip), ("TYPE", key)]
+    # The address's and the MAC's histories, added to and trimmed.
+    for key in (keys.log(ip), keys.mac_log(SAMPLE_MAC)):
+        commands += [("ZADD", key, "GT", "1", ip), ("ZREMRANGEBYSCORE", key, "-inf", "0"),
+                     ("ZREMRANGEBYRANK", key, "0", "-1001"), ("TTL", key), ("EXPIRE", key, "1")]
     commands += [("ZADD", keys.expiry, "1", ip), ("ZREM", keys.expiry, ip),
                  ("ZSCAN", keys.expiry, "0"), ("TYPE", keys.expiry),
                  ("XADD", keys.events, "*", "event", "probe"),

@@ -38,6 +38,7 @@ from redis.typing import EncodableT
 from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.connection import close_redis, is_cluster, redis_errors
 from sniffer.dhcp import ZERO
+from sniffer.history import MICRO, LogEvent, grant_member, parse_member, revoke_member
 from sniffer.keys import Keys, ipv4_number
 from sniffer.lease import DETAIL_FIELDS, INFINITE, Lease, LeaseRow, parse_detail
 from sniffer.permissions import check_writes
@@ -48,6 +49,8 @@ SCAN_BATCH = 10_000  # members of the expiry set per ZSCAN step
 # Rogue servers counted one by one, in the rogue-server hash and in a sniffer's own summary;
 # forged server identifiers must not grow either without end.
 ROGUE_SERVERS_MAX = 1000
+HISTORY_DAYS = 30.0  # how long an address's history is kept, by default
+HISTORY_MAX = 1000  # events kept per address: a flood on one address cannot grow its history
 
 
 def _lua(name: str) -> str:
@@ -219,13 +222,19 @@ class LeaseStore:
     """Writes tracker commands to Redis and reads records back for restore and the CLI."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, capture_clock: bool,
-                 stream_maxlen: int = 100_000, writer: str | None = None) -> None:
+                 stream_maxlen: int = 100_000, writer: str | None = None,
+                 history_days: float = HISTORY_DAYS, history_max: int = HISTORY_MAX) -> None:
         self.client = client
         self.keys = keys
         self.capture_clock = capture_clock
         self.stream_maxlen = stream_maxlen
+        # An address's history keeps the events of the `history_days` before its newest (capture
+        # time), at most `history_max` of them (hive.md R-HV-4).
+        self.history_seconds = max(1, round(history_days * 86400))
+        self.history_max = history_max
         self.writer = writer or socket.gethostname()
-        # skipped: detail hashes that Lease.from_fields refused; pruned: stale set members.
+        # skipped: detail hashes that Lease.from_fields refused and history members that
+        # parse_member refused; pruned: stale set members.
         self.counters: Counter[str] = Counter()
         self._cluster = is_cluster(client)
         self._write_script = client.register_script(WRITE_LUA)
@@ -249,8 +258,8 @@ class LeaseStore:
         """Write one batch, in order (R-RD-2: each record replaced whole and atomically; R-RD-7:
         in processing order).
 
-        Every write goes through write.lua (about 30 arguments a lease instead of ten redis-py
-        commands and their 60 arguments), one call per slot (hive.md R-HV-7): on a standalone
+        Every write goes through write.lua (about 35 arguments a lease instead of fifteen redis-py
+        commands and their 80 arguments), one call per slot (hive.md R-HV-7): on a standalone
         Redis the whole batch is one atomic call; on a cluster each address's seed and detail
         hashes change in one atomic call on its slot, and the indexes (by MAC, by client-id,
         the expiry set), the streams and the writers hash are written after the leases, by
@@ -276,7 +285,8 @@ class LeaseStore:
         writers = calls.at(self.keys.writers)
         writers.records += ("W", writers.key(self.keys.writers), self.writer,
                             str(math.floor(now)))
-        head: list[EncodableT] = [self.stream_maxlen, ROGUE_SERVERS_MAX]
+        head: list[EncodableT] = [self.stream_maxlen, ROGUE_SERVERS_MAX,
+                                  self.history_seconds * MICRO, self.history_max]
         leases = [call.args(head) for call in calls.by_slot.values() if call.address]
         others = [call.args(head) for call in calls.by_slot.values() if not call.address]
         sent = SentBatch(self, [leases, others])
@@ -410,12 +420,22 @@ class LeaseStore:
         call = self._lease_call(calls, ip)
         stream = self._stream(call, calls, keys.events, names, (*detail.values(),
                                                                 *extra.values()))
+        version, member = grant_member(grant)
         call.records += ("L", call.key(keys.seed(ip)), call.key(keys.lease(ip)), stream,
                          *self._indexes(call, calls, "A", ip, lease.mac, lease.client_id),
                          _with(call, calls, keys.expiry, "Z", score, ip), score, expire,
-                         seconds, call.schema(len(detail), names))
+                         seconds, call.key(keys.log(ip)), version, member,
+                         self.history_seconds + lease.lease_time,
+                         call.schema(len(detail), names))
         call.records += detail.values()
         call.records += extra.values()
+        if lease.mac is not None:  # where `history MAC` looks: the latest end of its grants
+            mac_log = keys.mac_log(lease.mac)
+            macs = calls.at(mac_log)
+            macs.records += ("M", macs.key(mac_log),
+                             "inf" if lease.expires is None else lease.expires, ip,
+                             version // MICRO - self.history_seconds - 1,
+                             self.history_seconds + lease.lease_time)
 
     def _revoke(self, calls: _Calls, revoke: Revoke) -> None:
         lease, keys = revoke.lease, self.keys
@@ -425,9 +445,13 @@ class LeaseStore:
         ip, names = lease.ip, tuple(event)
         call = self._lease_call(calls, ip)
         stream = self._stream(call, calls, keys.events, names, tuple(event.values()))
+        version, member = revoke_member(revoke)
+        # Kept while the binding it ended could have lasted (R-HV-4), and the retention.
         call.records += ("D", call.key(keys.seed(ip)), call.key(keys.lease(ip)), stream,
                          *self._indexes(call, calls, "S", ip, lease.mac, lease.client_id),
-                         _with(call, calls, keys.expiry, "z", ip), call.schema(0, names))
+                         _with(call, calls, keys.expiry, "z", ip), call.key(keys.log(ip)),
+                         version, member, self.history_seconds + lease.lease_time,
+                         call.schema(0, names))
         call.records += event.values()
 
     def _lease_call(self, calls: _Calls, ip: str) -> _Call:
@@ -554,22 +578,29 @@ class LeaseStore:
             ips = self._members(self.keys.by_mac(mac))
         return self.rows(sorted(ips, key=lambda ip: ipv4_number(ip) or -1), mac=mac)
 
-    def history(self, ip_or_mac: str | None = None, limit: int = 50) -> list[dict[str, str]]:
-        """Events newest first, those naming this address, MAC or client-id; each with its
-        stream `id` (milliseconds of Redis time, then a sequence number)."""
-        wanted = ip_or_mac.lower() if ip_or_mac is not None else None
-        found: list[dict[str, str]] = []
-        upper = "+"
+    def address_logs(self, ips: Sequence[str]) -> dict[str, list[LogEvent]]:
+        """Each address's history (sniffer/history.py), oldest first: its own key alone is read,
+        one pipelined ZRANGE each. Members this program did not write are skipped and counted."""
+        found: dict[str, list[LogEvent]] = {}
         with redis_errors("read"):
-            while len(found) < limit:
-                page = _entries(self.client.xrevrange(self.keys.events, upper, "-", count=BATCH))
-                for entry_id, fields in page:
-                    if wanted is None or wanted in _identities(fields):
-                        found.append({"id": entry_id, **fields})
-                if len(page) < BATCH:
-                    break
-                upper = "(" + page[-1][0]
-        return found[:limit]
+            for batch in _batches(ips):
+                pipe = self.client.pipeline(transaction=False)
+                for ip in batch:
+                    pipe.zrange(self.keys.log(ip), 0, -1)
+                for ip, members in zip(batch, pipe.execute(), strict=True):
+                    events = [parse_member(_text(member)) for member in members]
+                    self.counters["skipped"] += events.count(None)
+                    found[ip] = [event for event in events if event is not None]
+        return found
+
+    def mac_addresses(self, mac: str, since: float | None = None) -> list[str]:
+        """The addresses granted to `mac` whose grant there lasted until `since` or later (all
+        of them when None), from its MAC's history: candidates, which each address's history
+        confirms."""
+        low = "-inf" if since is None else since
+        with redis_errors("read"):
+            found = self.client.zrangebyscore(self.keys.mac_log(mac.lower()), low, "+inf")
+        return [_text(ip) for ip in found]
 
     def events_since(self, last_id: str = "0-0",
                      count: int = BATCH) -> list[tuple[str, dict[str, str]]]:
@@ -811,8 +842,3 @@ def _matches(lease: Lease, ip: str | None, mac: str | None, hostname: str | None
     return ((ip is None or lease.ip == ip)
             and (mac is None or (lease.mac or "").lower() == mac.lower())
             and (hostname is None or hostname.lower() in (lease.hostname or "").lower()))
-
-
-def _identities(event: dict[str, str]) -> set[str]:
-    names = ("ip", "mac", "client_id", "previous_mac", "previous_client_id")
-    return {event[name].lower() for name in names if name in event}

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -55,10 +56,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[str]:
-    """A scratch redis-server for the whole session; yields its URL."""
-    binary = require_tool("redis-server")
+@contextmanager
+def running_redis(binary: str) -> Iterator[str]:
+    """A scratch redis-server of this binary on a free port, until the block ends; its URL."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="hive-redis-")
     proc = subprocess.Popen(
@@ -86,6 +86,13 @@ def redis_server() -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A scratch redis-server for the whole session; yields its URL."""
+    with running_redis(require_tool("redis-server")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -120,6 +120,14 @@ def test_replay_into_a_cluster_equals_the_standalone_replay(
         assert cluster.zrange(keys.expiry, 0, -1, withscores=True) == \
             standalone.zrange(keys.expiry, 0, -1, withscores=True)
         assert cluster.xlen(keys.events) == standalone.xlen(keys.events)
+        # Each address's history, written with its lease in its slot; each MAC's on its own.
+        for address in named:
+            assert cluster.zrange(keys.log(address), 0, -1, withscores=True) == \
+                standalone.zrange(keys.log(address), 0, -1, withscores=True), address
+        for n in range(CLIENTS):
+            mac_log = keys.mac_log(":".join(f"{b:02x}" for b in mac(n)))
+            assert cluster.zrange(mac_log, 0, -1, withscores=True) == \
+                standalone.zrange(mac_log, 0, -1, withscores=True), n
 
 
 def test_commands_read_the_cluster_as_they_read_a_standalone_redis(

@@ -364,8 +364,8 @@ def test_hostile_strings_are_stored_sanitised_and_printed_safely(
         redis_url: str, rclient: redis.Redis, tmp_path: Path) -> None:
     """Hostnames, a vendor class and option 82 full of escape sequences, markup and controls
     come off the wire sanitised (R-HN-2); what another program wrote into Redis (our hashes
-    tampered with, an event) is printed escaped by every command, tables and JSON alike, and so
-    are file names in error messages."""
+    tampered with, an event in an address's history) is printed escaped by every command,
+    tables and JSON alike, and so are file names in error messages."""
     hostile = HOSTILE.encode("utf-8", "surrogateescape")
     capture = Capture()
     capture.add(0, client_msg(REQUEST, 0x99, mac_bytes(1), o_req("192.0.2.150"), o_host(hostile),
@@ -390,8 +390,10 @@ def test_hostile_strings_are_stored_sanitised_and_printed_safely(
         "kind": "dhcp"})
     rclient.expire(f"{NS}:lease:{{{HOSTILE_IP}}}", 600)
     rclient.zadd(f"{NS}:expiry", {HOSTILE_IP: expires})
-    rclient.xadd(f"{NS}:events", {"event": HOSTILE, "ip": HOSTILE_IP, "mac": HOSTILE,
-                                  "hostname": HOSTILE, "ts": str(expires - 600)})
+    granted = (expires - 600) * 1_000_000
+    rclient.zadd(f"{NS}:log:{{{HOSTILE_IP}}}", {json.dumps({
+        "v": granted, "k": "g", "mac": HOSTILE, "hn": HOSTILE, "lt": 600, "srv": HOSTILE,
+        "relay": HOSTILE}): granted})
     outputs = {
         "leases": run_cli("leases", "--redis-url", redis_url),
         "leases --json": run_cli("leases", "--json", "--redis-url", redis_url),
@@ -411,6 +413,6 @@ def test_hostile_strings_are_stored_sanitised_and_printed_safely(
     assert "\\x1b[31mx\\x07.pcap: no such file" in outputs["a hostile file name"].stderr
     leases = json.loads(outputs["leases --json"].stdout)
     assert {row["hostname"] for row in leases} == {HOSTILE, stored["hostname"]}
-    assert json.loads(outputs["history --json"].stdout)[0]["event"] == HOSTILE
+    assert json.loads(outputs["history --json"].stdout)[0]["hostname"] == HOSTILE
     decoded = [json.loads(line) for line in outputs["decode --json"].stdout.splitlines()]
     assert [msg["hostname"] for msg in decoded] == [stored["hostname"]] * 2

@@ -74,6 +74,11 @@ def lease_keys(ip: str = IP) -> tuple[str, str]:
     return ip, f"{NS}:lease:{{{ip}}}"
 
 
+def stream(store: LeaseStore) -> list[dict[str, str]]:
+    """The event stream's entries, oldest first."""
+    return [fields for _id, fields in store.events_since("0-0", count=10_000)]
+
+
 # ---- writing ------------------------------------------------------------------------------
 
 def test_grant_writes_seed_and_detail_hashes_exactly(store: LeaseStore,
@@ -137,7 +142,7 @@ def test_reassignment_leaves_nothing_of_the_previous_owner(store: LeaseStore,
     assert rclient.smembers(f"{NS}:mac:{MAC_A}") == set()
     assert rclient.smembers(f"{NS}:client-id:0100005e00530a") == set()
     assert rclient.smembers(f"{NS}:mac:{MAC_B}") == {IP}
-    event = store.history(IP, limit=1)[0]
+    event = stream(store)[-1]
     assert (event["event"], event["mac"], event["previous_mac"]) == ("reassigned", MAC_B, MAC_A)
     assert "hostname" not in event
 
@@ -151,7 +156,7 @@ def test_revoke_deletes_both_hashes_and_index_entries(store: LeaseStore,
     assert rclient.zrange(f"{NS}:expiry", 0, -1) == ["192.0.2.101"]
     assert rclient.smembers(f"{NS}:mac:{MAC_A}") == {"192.0.2.101"}
     assert rclient.smembers(f"{NS}:client-id:0100005e00530a") == {"192.0.2.101"}
-    event = store.history(IP, limit=1)[0]
+    event = stream(store)[-1]
     assert (event["event"], event["reason"], event["ts"]) == (
         "deleted", "released", str(lease.updated + 5))
 
@@ -178,13 +183,14 @@ def test_key_prefix_and_namespace_are_honoured(redis_url: str, rclient: redis.Re
     store = LeaseStore(redis.Redis.from_url(redis_url), keys, capture_clock=True, writer="w")
     lease = make_lease()
     apply(store, Grant(lease, "granted"))
+    history = {f"hm:log:{{dhcp:{IP}}}", f"hm:mac-log:{MAC_A}", "hm:events", "hm:writers"}
     assert set(rclient.keys()) == {
         f"dhcp:{IP}", f"hm:lease:{{dhcp:{IP}}}", f"hm:mac:{MAC_A}", "hm:client-id:0100005e00530a",
-        "hm:expiry", "hm:events", "hm:writers"}
+        "hm:expiry", *history}
     assert store.load() == [lease]
     assert store.current(hostname="ALP") == [(lease, rclient.ttl(f"hm:lease:{{dhcp:{IP}}}"))]
     apply(store, Revoke(lease, "nak"))
-    assert set(rclient.keys()) == {"hm:events", "hm:writers"}
+    assert set(rclient.keys()) == history
 
 
 def commandstat(rclient: redis.Redis, command: str) -> int:
@@ -202,7 +208,7 @@ def test_a_batch_is_one_script_call_in_order(store: LeaseStore, rclient: redis.R
     assert commandstat(rclient, "evalsha") == before + 1
     assert rclient.exists(*lease_keys(IP)) == 0
     assert rclient.hgetall("192.0.2.101") == {"mac": MAC_A, "hostname": "alpha"}
-    events = [event["event"] for event in reversed(store.history(limit=10))]
+    events = [event["event"] for event in stream(store)]
     assert events == ["granted", "deleted", "deleted", "granted"]
 
 
@@ -218,7 +224,7 @@ def test_batches_run_the_write_script_by_sha(store: LeaseStore, rclient: redis.R
     assert commandstat(rclient, "eval") == evals
     assert rclient.exists(*lease_keys(IP), *lease_keys("192.0.2.101"),
                           *lease_keys("192.0.2.102")) == 6
-    assert [e["ip"] for e in reversed(store.history())] == [IP, "192.0.2.101", "192.0.2.102"]
+    assert [e["ip"] for e in stream(store)] == [IP, "192.0.2.101", "192.0.2.102"]
 
 
 def test_an_empty_batch_sends_nothing(store: LeaseStore, rclient: redis.Redis) -> None:
@@ -427,32 +433,6 @@ def test_current_includes_foreign_seed_hashes_only_when_asked(store: LeaseStore,
     assert [lease.ip for lease, _ in store.current(ip="10.9.9.10",
                                                    include_foreign=True)] == ["10.9.9.10"]
     assert store.current(ip="10.9.9.8", include_foreign=True) == []
-
-
-def test_history_is_newest_first_and_filtered(store: LeaseStore) -> None:
-    granted = make_lease()
-    renewed = make_lease(xid=0x1002)
-    other = make_lease("192.0.2.101", mac=MAC_B, client_id=None)
-    apply(store, Grant(granted, "granted"), Grant(other, "granted"))
-    apply(store, Grant(renewed, "renewed"))
-    apply(store, Revoke(renewed, "superseded"))
-    by_ip = store.history(IP)
-    assert [(e["event"], e["xid"]) for e in by_ip] == [
-        ("deleted", "00001002"), ("renewed", "00001002"), ("granted", "00001001")]
-    assert by_ip[0]["writer"] == "test-sniffer"
-    assert by_ip == sorted(by_ip, key=lambda e: tuple(map(int, e["id"].split("-"))),
-                           reverse=True)
-    assert [e["ip"] for e in store.history(MAC_B)] == ["192.0.2.101"]
-    assert len(store.history(MAC_A.upper(), limit=2)) == 2
-    assert len(store.history()) == 4
-
-
-def test_history_pages_through_long_streams(store: LeaseStore) -> None:
-    for start in range(0, 2500, 500):
-        apply(store, *(Grant(make_lease(f"10.0.{n // 250}.{n % 250}", xid=n), "granted")
-                       for n in range(start, start + 500)))
-    assert [e["xid"] for e in store.history("10.0.0.0", limit=5)] == ["00000000"]
-    assert len(store.history(limit=2200)) == 2200
 
 
 def test_events_since_reads_only_newer_events(store: LeaseStore) -> None:

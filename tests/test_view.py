@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import io
-import json
 import random
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from sniffer.registry import Heartbeat, WriterRegistry
 from sniffer.store import LeaseStore
 from sniffer.view.feed import Feed
 from sniffer.view.model import Change, Sort, SortedIndex, ViewModel
-from sniffer.view.render import history_table, safe
+from sniffer.view.render import safe
 from sniffer.view.screen import ViewState, circuit_text, page_size, render
 from sniffer.view.terminal import handle_key, parse_keys
 
@@ -505,46 +504,7 @@ def test_feed_drops_expired_rows_without_asking_redis(writer: LeaseStore,
     assert model.recent[-1].change == "expired" and model.recent[-1].ip == "192.0.2.10"
 
 
-# ---- history ---------------------------------------------------------------------------------
-
-def test_history_of_an_address_and_of_a_device(writer: LeaseStore, redis_url: str) -> None:
-    a = make_lease("192.0.2.10", MAC_A, "alpha")
-    b = make_lease("192.0.2.10", MAC_B, HOSTILE)
-    writer.apply([Grant(a, "granted")], time.time())
-    writer.apply([Grant(a, "renewed", a)], time.time())
-    writer.apply([Revoke(a, "released", time.time())], time.time())
-    writer.apply([Grant(b, "granted")], time.time())
-    writer.apply([Grant(make_lease("192.0.2.20", MAC_A, "alpha"), "granted")], time.time())
-
-    result = run_cli("history", "192.0.2.10", "--redis-url", redis_url)
-    assert result.returncode == 0, result.stderr
-    rows = [line.split("│") for line in result.stdout.splitlines() if "192.0.2." in line]
-    assert [row[2].strip() for row in rows] == ["granted", "released", "renewed", "granted"]
-    assert [row[4].strip() for row in rows] == [MAC_B, MAC_A, MAC_A, MAC_A]
-    assert "\\x1b[31mRED[bold]markup[/bold]" in result.stdout and "\x1b" not in result.stdout
-
-    result = run_cli("history", MAC_A.upper().replace(":", "-"), "--json", "--limit", "2",
-                     "--redis-url", redis_url)
-    assert result.returncode == 0, result.stderr
-    events = json.loads(result.stdout)
-    assert [(e["event"], e["ip"]) for e in events] == [("granted", "192.0.2.20"),
-                                                       ("deleted", "192.0.2.10")]
-    assert events[1]["reason"] == "released" and events[0]["writer"] == "relay-a"
-
-    result = run_cli("history", "192.0.2.99", "--redis-url", redis_url)
-    assert (result.returncode, result.stdout, result.stderr) == (
-        0, "", "No events for 192.0.2.99.\n")
-    result = run_cli("history", "nonsense", "--redis-url", redis_url)
-    assert result.returncode == 2 and "neither an IPv4 nor a MAC address" in result.stderr
-
-
-def test_history_table_marks_a_previous_owner() -> None:
-    text = screen(history_table([{
-        "id": "1800000000000-0", "event": "reassigned", "ip": "192.0.2.10", "mac": MAC_B,
-        "previous_mac": MAC_A, "ts": "1800000000", "server": "192.0.2.1"}]))
-    assert "reassigned" in text and MAC_A in text
-    assert time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_800_000_000)) in text
-
+# ---- the command ---------------------------------------------------------------------------
 
 def test_view_without_a_terminal_is_a_usage_error(redis_url: str) -> None:
     result = run_cli("view", "--redis-url", redis_url)

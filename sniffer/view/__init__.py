@@ -7,7 +7,17 @@ amount of work per call), `screen` (`render`: a pure function of the model, the 
 the time) and `terminal` (`run_view`: the terminal, keys and the refresh loop).
 """
 
-from sniffer.view.render import duration, history_table, hostname_width, lease_table, safe
+from sniffer.view.render import (
+    duration,
+    history_table,
+    holder_table,
+    holdings_table,
+    hostname_width,
+    lease_table,
+    moment,
+    safe,
+)
 from sniffer.view.terminal import run_view
 
-__all__ = ["duration", "history_table", "hostname_width", "lease_table", "run_view", "safe"]
+__all__ = ["duration", "history_table", "holder_table", "holdings_table", "hostname_width",
+           "lease_table", "moment", "run_view", "safe"]

@@ -12,7 +12,8 @@ from rich.text import Text
 
 from sniffer.dhcp import ZERO
 from sniffer.escape import printable
-from sniffer.lease import LeaseRow
+from sniffer.history import GRANT, Entry, Holding, LogEvent
+from sniffer.lease import INFINITE, LeaseRow
 
 
 def safe(value: object, style: str = "") -> Text:
@@ -85,25 +86,70 @@ def stream_seconds(entry_id: str) -> float:
     return int(entry_id.partition("-")[0]) / 1000
 
 
-def history_table(events: list[dict[str, str]]) -> Table:
-    """The `history` table, one row per event as `LeaseStore.history` returns them."""
-    table = Table(header_style="bold")
-    for column in ("Time", "Event", "IP", "MAC", "Hostname", "Server", "Relay", "Previous MAC"):
-        table.add_column(column, no_wrap=column in ("Time", "IP", "MAC"))
-    for event in events:
-        previous = event.get("previous_mac")
+def moment(seconds: float | None) -> str:
+    """A Unix time as local date and time to the second; "" for None."""
+    if seconds is None:
+        return ""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+    except (ValueError, OverflowError, OSError):
+        return "?"
+
+
+def history_table(ip: str, entries: Sequence[Entry]) -> Table:
+    """The `history IP` table, one row per entry (`AddressHistory.between`)."""
+    table = Table(title=safe(f"History of {ip}"), header_style="bold")
+    for column in ("Time", "Event", "MAC", "Hostname", "Expires", "Server", "Relay",
+                   "Previous MAC"):
+        table.add_column(column, no_wrap=column in ("Time", "MAC", "Expires"))
+    for entry in entries:
+        event = entry.event
+        label = entry.label if entry.label != "ignored" else f"ignored {event.why}"
+        granted = event.kind == GRANT
         table.add_row(
-            safe(_event_time(event)), safe(event_label(event)), safe(event.get("ip")),
-            safe(event.get("mac")), safe(event.get("hostname")), safe(event.get("server")),
-            safe(relay(event.get("giaddr"))),
-            safe(previous if previous != event.get("mac") else None))
+            safe(moment(entry.time)), safe(label), safe(event.mac),
+            safe(event.hostname), safe(_expires(event) if granted else ""),
+            safe(event.server), safe(event.relay),
+            safe(entry.previous.mac if entry.previous is not None else None))
     return table
 
 
-def _event_time(event: dict[str, str]) -> str:
-    """The capture time the event carries, else the time it was written."""
-    try:
-        seconds = float(event["ts"]) if "ts" in event else stream_seconds(event["id"])
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
-    except (KeyError, ValueError, OverflowError, OSError):
-        return "?"
+def holdings_table(mac: str, holdings: Sequence[Holding]) -> Table:
+    """The `history MAC` table: one row per address the device held, and when."""
+    table = Table(title=safe(f"Addresses of {mac}"), header_style="bold")
+    for column in ("IP", "From", "To", "Hostname", "Ended"):
+        table.add_column(column, no_wrap=column != "Hostname")
+    for holding in holdings:
+        table.add_row(safe(holding.ip), safe(moment(holding.start)), safe(_to(holding)),
+                      safe(holding.grant.hostname), safe(holding.ended or "held"))
+    return table
+
+
+def holder_table(holding: Holding) -> Table:
+    """`history IP --at`: the record of who held the address, one field a line."""
+    grant = holding.grant
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = (("mac", grant.mac), ("hostname", grant.hostname), ("client id", grant.client_id),
+            ("from", moment(holding.start)), ("to", _to(holding)), ("ended", holding.ended),
+            ("last grant", moment(grant.ts)), ("expires", _expires(grant)),
+            ("lease time", _lease_time(grant.lease_time)), ("server", grant.server),
+            ("relay", grant.relay), ("circuit id", grant.circuit_id),
+            ("remote id", grant.remote_id), ("xid", grant.xid))
+    for name, value in rows:
+        if value:
+            table.add_row(name, safe(value))
+    return table
+
+
+def _to(holding: Holding) -> str:
+    return moment(holding.end) if holding.ended is not None else "now"
+
+
+def _expires(grant: LogEvent) -> str:
+    return "never" if grant.expires is None else moment(grant.expires)
+
+
+def _lease_time(seconds: int) -> str:
+    return "infinite" if seconds == INFINITE else duration(seconds)
