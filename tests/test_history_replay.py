@@ -361,3 +361,17 @@ def test_a_grant_member_is_what_the_log_holds(redis_url: str) -> None:
     version, member = grant_member(grant_command)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     assert client.zrange(f"{NS}:log:{{{IP}}}", 0, -1, withscores=True) == [(member, version)]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("192.0.2.50", "--at", "yesterday"), 2, "'yesterday' is not a time (ISO 8601 or Unix"),
+    (("192.0.2.50", "--since", "2026-13-01"), 2, "'2026-13-01' is not a time"),
+    (("192.0.2.50", "--at", "0", "--until", "5"), 1,
+     "error: --at is one moment: it cannot be combined with --since or --until"),
+    ((A_MAC, "--at", "0"), 1, "error: --at takes an IP address; for a MAC address use"),
+    (("nonsense",), 2, "neither an IPv4 nor a MAC address")])
+def test_history_refuses_what_it_cannot_answer(args: tuple[str, ...], code: int,
+                                               message: str) -> None:
+    done = run_cli("history", *args, "--redis-url", "redis://127.0.0.1:1/0")
+    assert done.returncode == code and done.stdout == ""
+    assert message in " ".join(done.stderr.split()), done.stderr
