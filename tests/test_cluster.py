@@ -147,7 +147,7 @@ def test_commands_read_the_cluster_as_they_read_a_standalone_redis(
     assert outputs[0] == outputs[1]
     assert {row["ip"] for row in json.loads(run_cli(
         "leases", "--redis-url", redis_cluster_session.url, "--json").stdout)} == leased
-    assert outputs[0][2] == [["granted", "deleted", "granted"], ["reassigned", "granted"]]
+    assert outputs[0][2] == [["granted", "released", "granted"], ["reassigned", "granted"]]
 
 
 def _without_ttl(text: str) -> list[dict[str, Any]]:

@@ -225,7 +225,7 @@ def everything(client: redis.Redis) -> dict[str, object]:
             state[key] = client.zrange(key, 0, -1, withscores=key != f"{NS}:expiry")
         elif kind == "stream":
             state[key] = client.xlen(key)
-    assert f"{NS}:lease:{IP}" in state and f"{NS}:events" in state
+    assert f"{NS}:lease:{{{IP}}}" in state and f"{NS}:events" in state
     return state
 
 
