@@ -235,6 +235,8 @@ def test_a_killed_tcpdump_is_replaced_at_once(link: Link, rc: redis.Redis,
 def test_a_killed_tshark_is_replaced_between_packets(link: Link, rc: redis.Redis,
                                                      start: Start) -> None:
     sniffer = start("--allow-server", S1)
+    # The capture may report in before its tshark has started: wait for the process itself.
+    wait_for(lambda: "tshark" in processes(sniffer), "a tshark")
     (tshark,) = processes(sniffer)["tshark"]
     killed = time.time()
     os.kill(tshark, signal.SIGKILL)
