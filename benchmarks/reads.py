@@ -1,12 +1,13 @@
-"""Reads at scale: `leases` in each output format, `leases --mac`, and the view's first screen,
-each timed as a whole process (start-up included) against a Redis holding many leases, with the
-process's own peak resident set (`wait4`'s rusage).
+"""Reads at scale: `leases` in each output format, `leases --mac`, the view's first screen and
+`history`, each timed as a whole process (start-up included) against a Redis holding many leases
+(and, for `history`, ten events at each address), with the process's own peak resident set
+(`wait4`'s rusage).
 
 The Redis is filled through `LeaseStore.apply`, as a sniffer writes, a thousand leases a batch,
 by the code of the checkout whose commands are measured (`tree`: code before and after a change
 are measured in one run, each reading the key layout it writes):
 
-    python benchmarks/reads.py REDIS_URL COUNT     (PYTHONPATH: that checkout first)
+    python benchmarks/reads.py REDIS_URL COUNT [history]   (PYTHONPATH: that checkout first)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import tempfile
 import termios
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,21 @@ def lease(index: int, now: int) -> Lease:
 def fill_from(tree: Path, url: str, count: int) -> None:
     """`count` leases written into an empty Redis by the code of `tree`."""
     redis.Redis.from_url(url).flushall()
-    done = subprocess.run([sys.executable, str(Path(__file__)), url, str(count)], cwd=tree,
-                          env={**_environment(tree), "PYTHONPATH": f"{tree}:{REPO}"},
+    _fill_from(tree, url, count)
+
+
+def fill_history_from(tree: Path, url: str, count: int) -> None:
+    """fill_history() by the code of `tree`, after fill_from()."""
+    _fill_from(tree, url, count, "history")
+
+
+def _fill_from(tree: Path, url: str, count: int, *what: str) -> None:
+    done = subprocess.run([sys.executable, str(Path(__file__)), url, str(count), *what],
+                          cwd=tree, env={**_environment(tree), "PYTHONPATH": f"{tree}:{REPO}"},
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise Failed(f"writing the leases from {tree}: {done.stderr.strip()[-500:]}")
+        raise Failed(f"writing {' '.join(what) or 'the leases'} from {tree}: "
+                     f"{done.stderr.strip()[-500:]}")
 
 
 def fill(client: redis.Redis, count: int) -> None:
@@ -82,6 +93,51 @@ def fill(client: redis.Redis, count: int) -> None:
     for start in range(0, count, 1000):
         store.apply([Grant(lease(index, now), GrantEvent.GRANTED)
                      for index in range(start, min(count, start + 1000))], time.time())
+
+
+HISTORY_EVENTS = 10  # events at each address for the `history` reads
+HOUR = 3600
+
+
+def fill_history(client: redis.Redis, count: int) -> None:
+    """Before the lease fill() wrote at each of the `count` addresses, one grant an hour for
+    HISTORY_EVENTS - 1 hours (every third to another client: a reassignment), written as a
+    sniffer writes them: count * HISTORY_EVENTS events in all."""
+    store = LeaseStore(client, Keys(), capture_clock=False, writer="bench")
+    now = int(time.time())
+    for hours in range(HISTORY_EVENTS - 1, 0, -1):
+        at = now - hours * HOUR
+        for start in range(0, count, 1000):
+            store.apply([Grant(earlier_lease(index, count, hours, now), GrantEvent.GRANTED,
+                               ts=at + 0.5) for index in range(start, min(count, start + 1000))],
+                        time.time())
+
+
+def earlier_lease(index: int, count: int, hours: int, now: int) -> Lease:
+    """The lease at client `index`'s address `hours` before `now`: every third hour another
+    client's (client `index + count`'s MAC)."""
+    mine = lease(index, now - hours * HOUR)
+    return mine if hours % 3 else replace(mine, mac=traffic.client_mac(index + count).hex(":"))
+
+
+def check_history(args: Sequence[str], output: bytes, count: int) -> None:
+    """What `history ARGS --json` printed is what fill() and fill_history() wrote, numbers
+    typed."""
+    found = json.loads(output)
+    target = args[1]
+    if "--at" in args:  # the client of fill() held it from `now` on; the lease is long
+        ok = isinstance(found, dict) and found["ip"] == target and \
+            isinstance(found["lease_time"], int)
+    elif ":" in target:  # a MAC: the address it held, in each of its holds
+        ok = bool(found) and all(hold["ip"] == traffic.lease_address(count // 2)
+                                 for hold in found)
+    else:
+        grants = [entry for entry in found if entry["event"] in ("granted", "renewed",
+                                                                 "reassigned")]
+        ok = len(grants) == HISTORY_EVENTS and all(isinstance(entry["time"], float)
+                                                   for entry in grants)
+    if not ok:
+        raise Failed(f"history {' '.join(args)}: unexpected output {output[:300]!r}")
 
 
 # ---- commands ------------------------------------------------------------------------------------
@@ -279,4 +335,5 @@ def view(tree: Path, url: str, count: int) -> ViewMeasured:
 
 
 if __name__ == "__main__":
-    fill(redis.Redis.from_url(sys.argv[1]), int(sys.argv[2]))
+    target = redis.Redis.from_url(sys.argv[1])
+    (fill_history if sys.argv[3:] == ["history"] else fill)(target, int(sys.argv[2]))

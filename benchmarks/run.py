@@ -88,6 +88,7 @@ LATENCY_TARGETS = {1000: 0.050, 3000: 0.200}
 READ_TARGET = (2.0, 150 * 2**20)
 FIRST_SCREEN_TARGET = 1.0
 REFRESH_TARGET = 0.100
+HISTORY_TARGET = 0.5  # seconds, a whole `history IP` process at a million events
 
 
 @dataclass
@@ -362,7 +363,38 @@ def reads(sizes: Sizes, repeat: int, url: str, judge: bool, before: Path | None)
         seen = read_runs.view(REPO, url, count)
     if old_view is not None:
         rows += _view_rows(f"reads, {count:,} leases: `view`, before", old_view, False)
-    return rows + _view_rows(f"reads, {count:,} leases: `view`", seen, judge)
+    rows += _view_rows(f"reads, {count:,} leases: `view`", seen, judge)
+    return rows + _history_rows(count, repeat, url, judge)
+
+
+def _history_rows(count: int, repeat: int, url: str, judge: bool) -> list[Row]:
+    """`history` of an address, of it at a moment, and of a MAC, once the addresses have
+    read_runs.HISTORY_EVENTS events each (ours only: the code before kept no such history)."""
+    events = count * read_runs.HISTORY_EVENTS
+    one = count // 2
+    ip, mac = traffic.lease_address(one), traffic.client_mac(one).hex(":")
+    commands = [("`history IP`", [ip], True),
+                ("`history IP --at T`", [ip, "--at", str(time.time() - 1800)], False),
+                ("`history MAC`", [mac], False)]
+    rows: list[Row] = []
+    with _read_failures():
+        progress(f"reads: writing {events:,} history events")
+        read_runs.fill_history_from(REPO, url, count)
+        for what, args, targeted in commands:
+            runs = []
+            for n in range(repeat):
+                runs.append(read_runs.run(REPO, ["history", *args, "--json", "--redis-url",
+                                                 url]))
+                read_runs.check_history(["history", *args], runs[-1].output, count)
+                progress(f"reads {n + 1}/{repeat}: {what} {runs[-1].wall:.2f} s")
+            measured = _median(runs)
+            rows.append(Row(f"reads, {events:,} history events: {what} --json",
+                            f"{measured.wall:.2f} s (CPU {measured.cpu:.2f} s), "
+                            f"{measured.rss / 2**20:.0f} MB", "",
+                            f"<= {HISTORY_TARGET:g} s" if targeted else "",
+                            verdict(measured.wall <= HISTORY_TARGET)
+                            if targeted and judge else ""))
+    return rows
 
 
 def _times(ratio: float, better: str, worse: str) -> str:

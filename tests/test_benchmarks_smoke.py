@@ -49,7 +49,8 @@ def test_replay_and_memory_write_every_lease() -> None:
 
 def test_reads_print_every_lease_and_the_view_its_first_screen() -> None:
     """Each `leases` format is checked inside the run: every lease once, typed numbers, CSV
-    with its header, plain columns; the view is timed in a pseudo-terminal."""
+    with its header, plain columns; the view is timed in a pseudo-terminal; `history` after
+    ten events an address."""
     require_tool("redis-server")
     table = run_quick("reads")
     for what in ("`leases` into a pipe", "`leases --json` into a pipe",
@@ -62,6 +63,11 @@ def test_reads_print_every_lease_and_the_view_its_first_screen() -> None:
     assert re.fullmatch(r"every lease loaded at \d+\.\d s, \d+ MB", first[2])
     key = row(table, "reads, 2,000 leases: `view`: a key")
     assert re.fullmatch(r"\d+ ms", key[1])
+    # `history`, checked inside the run too: the address's ten grants, its holder, the MAC's
+    # holds, numbers typed.
+    for what in ("`history IP`", "`history IP --at T`", "`history MAC`"):
+        cells = row(table, f"reads, 20,000 history events: {what} --json")
+        assert re.fullmatch(r"\d+\.\d\d s \(CPU \d+\.\d\d s\), \d+ MB", cells[1]), cells
 
 
 @pytest.mark.e2e
