@@ -16,7 +16,7 @@ import json
 import math
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.resources import files
@@ -46,6 +46,7 @@ from sniffer.permissions import check_writes
 T = TypeVar("T")
 BATCH = 1000  # keys per read pipeline: 100k leases load in about 100 round trips
 SCAN_BATCH = 10_000  # members of the expiry set per ZSCAN step
+READERS = 2  # batches of records read at once
 # Rogue servers counted one by one, in the rogue-server hash and in a sniffer's own summary;
 # forged server identifiers must not grow either without end.
 ROGUE_SERVERS_MAX = 1000
@@ -552,24 +553,22 @@ class LeaseStore:
 
     def rows(self, ips: Sequence[str], *, indexed: bool = False,
              mac: str | None = None) -> Iterator[list[LeaseRow]]:
-        """The records at `ips` with their TTL, in that order, a batch at a time; the next batch
-        is read while the caller works on this one. Addresses without a record are left out,
-        and so are records that Lease cannot parse or that name another address (counted as
-        skipped). `indexed`: the
-        addresses came from the expiry set, whose members without a record are pruned; `mac`:
-        they came from that MAC's set, where a record of another MAC is stale too."""
+        """The records at `ips` with their TTL, in that order, a batch at a time; the next
+        batches are read while the caller works on this one. Addresses without a record are
+        left out, and so are records that Lease cannot parse or that name another address
+        (counted as skipped). `indexed`: the addresses came from the expiry set, whose members
+        without a record are pruned; `mac`: they came from that MAC's set, where a record of
+        another MAC is stale too."""
         source = self.keys.expiry if indexed else self.keys.by_mac(mac) if mac else None
-        batches = list(_batches(ips))
-        if not batches:
-            return
-        with ThreadPoolExecutor(1, thread_name_prefix="leases-read") as reader:
-            pending: Future[list[LeaseRow]]
-            pending = reader.submit(self._read_rows, batches[0], source, mac)
-            for batch in batches[1:]:
-                done = pending.result()
-                pending = reader.submit(self._read_rows, batch, source, mac)
-                yield done
-            yield pending.result()
+        # Two readers: while Redis runs one's script, the other parses the batch before.
+        with ThreadPoolExecutor(READERS, thread_name_prefix="leases-read") as readers:
+            pending: deque[Future[list[LeaseRow]]] = deque()
+            for batch in _batches(ips):
+                pending.append(readers.submit(self._read_rows, batch, source, mac))
+                if len(pending) > READERS:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def rows_of_mac(self, mac: str) -> Iterator[list[LeaseRow]]:
         """The records of this MAC (any case), a batch at a time, in address order."""
