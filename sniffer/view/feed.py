@@ -21,6 +21,9 @@ FETCH_CHUNK = 500  # addresses per records() call
 SCAN_COUNT = 2000  # keys per SCAN step
 SWEEP_BUDGET = 0.01  # seconds of a step the sweep may take: it must not crowd out the refresh
 WRITERS_EVERY = 2.0
+# Events read at a time: a step's budget is checked between chunks, and a view catching up with
+# an hour of a busy network's events must still answer keys at once.
+EVENTS_CHUNK = 250
 FIRST_WAIT = 2.0  # seconds the first step may wait for the first batch: the first screen
 
 
@@ -190,7 +193,7 @@ class Feed:
     def _events(self, now: float, until: float) -> bool:
         """Apply new events; True if more are waiting."""
         while True:
-            entries = self.store.events_since(self.event_id, BATCH)
+            entries = self.store.events_since(self.event_id, EVENTS_CHUNK)
             if not entries:
                 return False
             self.event_id = entries[-1][0]
@@ -203,8 +206,8 @@ class Feed:
                 elif change.change in GRANTS:
                     self.model.label(change.ip, change.change, change.when)
             self._apply(touched, now)
-            if len(entries) < BATCH or time.monotonic() >= until:
-                return len(entries) == BATCH
+            if len(entries) < EVENTS_CHUNK or time.monotonic() >= until:
+                return len(entries) == EVENTS_CHUNK
 
     def _apply(self, touched: dict[str, Change], now: float) -> None:
         found = self.store.records([ip for ip in touched if ipv4_number(ip) is not None])

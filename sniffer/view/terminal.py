@@ -59,6 +59,9 @@ def parse_keys(text: str) -> list[str]:
 
 
 _SORTS = list(Sort)
+# Seconds of work a step may do: a key pressed meanwhile waits for it, then for one draw, so
+# that the screen answers within 100 ms (a draw of 200x40 takes 20 to 50 ms).
+STEP_BUDGET = 0.025
 
 
 def handle_key(state: ViewState, key: str, page: int) -> bool:
@@ -189,7 +192,7 @@ def _loop(feed: Feed, state: ViewState, keyboard: _Keyboard, live: Live,
         if time.monotonic() >= next_step or feed.busy:
             next_step = time.monotonic() + refresh
             try:
-                feed.step()
+                feed.step(STEP_BUDGET)
             except StoreError as error:
                 feed.busy = False
                 model.status = f"{error}; retrying"
