@@ -17,7 +17,8 @@ from typing import TypeVar
 
 from sniffer.keys import ipv4_number
 from sniffer.lease import LeaseRow
-from sniffer.store import BATCH, IndexEntry, LeaseStore
+from sniffer.reader import BATCH, IndexEntry
+from sniffer.store import LeaseStore
 
 T = TypeVar("T")
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from sniffer.connection import redis_errors
 from sniffer.keys import ipv4_number
-from sniffer.store import BATCH, LeaseStore
+from sniffer.reader import BATCH
+from sniffer.store import LeaseStore
 
 
 def migrate(store: LeaseStore) -> Counter[str]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.dhcp import Datagram, Dropped, decode
-from sniffer.store import ROGUE_SERVERS_MAX, LeaseStore, SentBatch
+from sniffer.scripts import SentBatch
+from sniffer.store import ROGUE_SERVERS_MAX, LeaseStore
 from sniffer.tracker import Tracker
 
 

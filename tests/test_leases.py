@@ -28,7 +28,8 @@ from sniffer.commands import Grant, GrantEvent
 from sniffer.escape import printable
 from sniffer.keys import Keys
 from sniffer.lease import INFINITE, Lease
-from sniffer.store import BATCH, LeaseStore
+from sniffer.reader import BATCH
+from sniffer.store import LeaseStore
 
 COUNT = 2 * BATCH + 500  # three read batches
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J=cmd|' /C calc'!A0,\"x\"\r\nnext"

@@ -40,7 +40,8 @@ from specharness import (
 from sniffer.commands import Grant, Revoke
 from sniffer.keys import Keys
 from sniffer.lease import INFINITE
-from sniffer.store import BATCH, LeaseStore
+from sniffer.reader import BATCH
+from sniffer.store import LeaseStore
 
 NS = "dhcp-hive-mind"
 HOSTILE = "\x1b[31mRED[bold]markup[/bold]\r\nX"

