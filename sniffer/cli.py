@@ -2,63 +2,61 @@
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.live import Live
 from rich.text import Text
 
 from sniffer import __version__, export
 from sniffer import config as config_file
+from sniffer.arguments import ip_or_mac, ipv4_set, network, normal_mac, parse_moment
 from sniffer.capture_file import STDIN, FileCapture, stdin_size
 from sniffer.capturer import BUFFER_MIB
 from sniffer.commands import RejectReason
-from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis, redact
-from sniffer.dhcp import DhcpMessage, Dropped, decode
-from sniffer.errors import HiveError
+from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis
+from sniffer.console import err, out
+from sniffer.dhcp import Dropped, decode
 from sniffer.export import Format
-from sniffer.history import Holding, address_history, holds_of, parse_time
+from sniffer.history import address_history, holds_of
 from sniffer.keys import Keys, ipv4_number
-from sniffer.lease import LeaseRow
 from sniffer.listing import Query, SortKey, listing
 from sniffer.live import SniffConfig, Sniffer, run_sniffer, run_sniffer_with_view
 from sniffer.logs import configure_logging, log
 from sniffer.migrate import migrate as migrate_store
 from sniffer.pipeline import Pipeline
+from sniffer.printing import (
+    DECODE_HEADER,
+    decode_row,
+    live_writers,
+    print_events,
+    print_holder,
+    print_holdings,
+    same,
+    table_pages,
+    watch_leases,
+)
+from sniffer.process_title import hide_url_passwords
 from sniffer.registry import (
     SKEW_ALLOWED,
-    WriterRegistry,
     check_writer_id,
     registered,
     replay_writer_id,
     sniff_writer_id,
 )
 from sniffer.replay import Pace, replay_files, summary
+from sniffer.reporting import UsageProblem, reports_errors, settings
 from sniffer.store import HISTORY_DAYS, LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 from sniffer.tshark import DEFAULT_PORTS
-from sniffer.view import (
-    duration,
-    history_table,
-    holder_table,
-    holdings_table,
-    hostname_width,
-    lease_table,
-    moment,
-    run_view,
-    safe,
-)
+from sniffer.view import run_view, safe
 
 app = typer.Typer(
     name="dhcp-hive-mind",
@@ -68,52 +66,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-# In a pipe a table keeps its natural width instead of being squeezed into 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Engine(StrEnum):
     tshark = "tshark"
     pyshark = "pyshark"
-
-
-class _Settings:
-    debug = False
-
-
-settings = _Settings()
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class UsageProblem(HiveError):
-    """A local mistake in how the command was called (bad file, bad value)."""
-
-
-def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Local problems become one line on stderr and exit 1; tracebacks only with --debug."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except HiveError as problem:
-            if settings.debug:
-                raise
-            err.print(safe(f"dhcp-hive-mind: error: {redact(str(problem))}"))
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print(Text("dhcp-hive-mind: interrupted"))
-            raise typer.Exit(130) from None
-        except BrokenPipeError:
-            # The reader has gone (`leases | head`): stop quietly, as a command killed by SIGPIPE
-            # would, and send what is still buffered nowhere.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(141) from None
-
-    return wrapper
 
 
 # ---- shared options --------------------------------------------------------------------------
@@ -202,24 +159,13 @@ HistoryDays = Annotated[float, typer.Option(
     "(at most 1000 events an address).")]
 
 
-def _ipv4(values: Iterable[str], option: str) -> frozenset[str]:
-    addresses = set()
-    for value in values:
-        try:
-            addresses.add(str(ipaddress.IPv4Address(value)))
-        except ValueError:
-            message = f"{value!r} is not an IPv4 address"
-            raise typer.BadParameter(message, param_hint=option) from None
-    return frozenset(addresses)
-
-
 def _tracker_config(allow_server: list[str] | None, strict_source: bool,
                     trusted_relay: list[str] | None, supersede: bool, prefix_len: int,
                     bootp: bool, capture_clock: bool) -> TrackerConfig:
     return TrackerConfig(
-        allowed_servers=_ipv4(allow_server or (), "--allow-server"),
+        allowed_servers=ipv4_set(allow_server or (), "--allow-server"),
         strict_source=strict_source,
-        trusted_relays=_ipv4(trusted_relay or (), "--trusted-relay"),
+        trusted_relays=ipv4_set(trusted_relay or (), "--trusted-relay"),
         supersede_same_subnet=supersede,
         default_prefix_len=prefix_len,
         track_bootp=bootp,
@@ -417,12 +363,12 @@ def leases(
         raise UsageProblem("--json, --jsonl and --csv each choose the output: give one")
     if watch and formats:
         raise UsageProblem(f"--watch shows a table; it cannot be combined with --{formats[0]}")
-    query = Query(network=_network(ip) if ip is not None else None,
-                  mac=_normal_mac(mac) if mac is not None else None, hostname=hostname,
+    query = Query(network=network(ip) if ip is not None else None,
+                  mac=normal_mac(mac) if mac is not None else None, hostname=hostname,
                   sort=sort, reverse=reverse)
     with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
         if watch:
-            _watch_leases(store, query, interval)
+            watch_leases(store, query, interval)
         elif formats or not out.is_terminal:
             fmt = formats[0] if formats else Format.plain
             # Strings from Redis are escaped already; a terminal that cannot show the rest of
@@ -431,73 +377,10 @@ def leases(
             count = export.write(fmt, listing(store, query, export.LINES[fmt][0]), sys.stdout)
             if not count and fmt is Format.plain:
                 err.print("No leases.")
-        elif not _table_pages(listing(store, query, _same)):
+        elif not table_pages(listing(store, query, same)):
             err.print("No leases.")
         if not watch and err.is_terminal:  # for a person: never in the data
-            err.print(_live_writers(store))
-
-
-def _live_writers(store: LeaseStore) -> Text:
-    live = [writer.writer_id for writer in WriterRegistry(store.client, store.keys).live()]
-    return safe(f"live writers ({len(live)}): {', '.join(live) or 'none'}")
-
-
-def _same(row: LeaseRow) -> LeaseRow:
-    return row
-
-
-def _table_pages(batches: Iterable[list[LeaseRow]]) -> int:
-    """The table a batch at a time: each page a table of its own, printed as it is read, in
-    the columns of the first; how many leases."""
-    count, width = 0, None
-    for batch in batches:
-        if batch:
-            width = width or hostname_width(batch)
-            out.print(lease_table(batch, header=not count, width=width))
-            count += len(batch)
-    return count
-
-
-def _watch_leases(store: LeaseStore, query: Query, interval: float) -> None:
-    """Redraw the table in place every `interval` seconds until Ctrl-C, which ends it cleanly.
-    The table holds as many leases as the terminal has lines for."""
-    with Live(console=out, auto_refresh=False, redirect_stderr=False) as live:
-        try:
-            while True:
-                shown: list[LeaseRow] = []
-                count = 0
-                room = max(1, out.size.height - 5)  # title, header, rule, and the cursor
-                for batch in listing(store, query, _same):
-                    shown += batch[:room - len(shown)]
-                    count += len(batch)
-                title = (f"{count:,} lease{'s' if count != 1 else ''} at "
-                         f"{time.strftime('%H:%M:%S')}, every {interval:g}s (Ctrl-C ends)")
-                if len(shown) < count:
-                    title += f"; the first {len(shown):,}"
-                live.update(lease_table(shown, title=title), refresh=True)
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            pass
-
-
-def _network(value: str) -> ipaddress.IPv4Network:
-    """An address (a /32) or a prefix; host bits in a prefix are ignored (10.1.2.3/16)."""
-    try:
-        return ipaddress.IPv4Network(value, strict=False)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an IPv4 address or prefix",
-                                 param_hint="--ip") from None
-
-
-def _normal_mac(value: str) -> str:
-    digits = value.lower().replace("-", "").replace(":", "").replace(".", "")
-    try:
-        raw = bytes.fromhex(digits)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a MAC address", param_hint="--mac") from None
-    if not 1 <= len(raw) <= 16:
-        raise typer.BadParameter(f"{value!r} is not a MAC address", param_hint="--mac")
-    return ":".join(f"{b:02x}" for b in raw)
+            err.print(live_writers(store))
 
 
 # ---- view and history ------------------------------------------------------------------------
@@ -521,15 +404,6 @@ def view(
 
 def _source(redis_url: str | None) -> str:
     return f"Redis at {mask_url(redis_url)}" if redis_url is not None else "embedded Redis"
-
-
-def _moment(value: str | None, option: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint=option) from None
 
 
 TIME_HELP = "ISO 8601 (local time unless it carries a zone) or Unix seconds."
@@ -586,9 +460,9 @@ def history(
     """The history of an address (grants, renewals, reassignments, deletions and expiries,
     newest first; or who held it at a moment), or the addresses a device held over a period."""
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
-    wanted = _ip_or_mac(target)
-    moment_at = _moment(at, "--at")
-    start, end = _moment(since, "--since"), _moment(until, "--until")
+    wanted = ip_or_mac(target)
+    moment_at = parse_moment(at, "--at")
+    start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
     is_ip = ipv4_number(wanted) is not None
     if moment_at is not None and (since is not None or until is not None):
         raise UsageProblem("--at is one moment: it cannot be combined with --since or --until")
@@ -600,46 +474,11 @@ def history(
     now = time.time()
     histories = [address_history(ip, events, now) for ip, events in logs.items()]
     if moment_at is not None:
-        _print_holder(wanted, moment_at, histories[0].holder_at(moment_at), as_json)
+        print_holder(wanted, moment_at, histories[0].holder_at(moment_at), as_json)
     elif is_ip:
-        entries = histories[0].between(start, end)[:limit]
-        if as_json:
-            out.print_json(data=[entry.to_json(wanted) for entry in entries], ensure_ascii=True)
-        elif not entries:
-            err.print(Text(f"No events for {wanted}."))
-        else:
-            out.print(history_table(wanted, entries))
+        print_events(wanted, histories[0].between(start, end)[:limit], as_json)
     else:
-        holdings = holds_of(wanted, histories, start, end)[:limit]
-        if as_json:
-            out.print_json(data=[holding.to_json() for holding in holdings], ensure_ascii=True)
-        elif not holdings:
-            err.print(Text(f"No addresses held by {wanted}."))
-        else:
-            out.print(holdings_table(wanted, holdings))
-
-
-def _print_holder(ip: str, at: float, holding: Holding | None, as_json: bool) -> None:
-    if as_json:
-        out.print_json(data=holding.to_json() if holding is not None else None,
-                       ensure_ascii=True)
-    elif holding is None:
-        out.print(Text(f"nobody held {ip} at {moment(at)}"))
-    else:
-        out.print(Text(f"{ip} at {moment(at)} was held by {holding.grant.mac or 'a client'}:"))
-        out.print(holder_table(holding))
-
-
-def _ip_or_mac(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        pass
-    try:
-        return _normal_mac(value)
-    except typer.BadParameter:
-        raise typer.BadParameter(f"{value!r} is neither an IPv4 nor a MAC address",
-                                 param_hint="IP|MAC") from None
+        print_holdings(wanted, holds_of(wanted, histories, start, end)[:limit], as_json)
 
 
 # ---- decode ----------------------------------------------------------------------------------
@@ -658,7 +497,7 @@ def decode_files(
     _existing_files(files, engine)
     dropped = 0
     if not as_json:
-        out.print(Text(_DECODE_HEADER, style="bold"))
+        out.print(Text(DECODE_HEADER, style="bold"))
     for path in files:
         with FileCapture(path, engine=engine.value) as capture:
             for datagram in capture:
@@ -670,24 +509,9 @@ def decode_files(
                 if as_json:
                     sys.stdout.write(json.dumps(msg.to_json()) + "\n")
                 else:
-                    out.print(_decode_row(msg))
+                    out.print(decode_row(msg))
     if dropped:
         err.print(f"{dropped:,} packets on DHCP ports were not valid DHCP messages.")
-
-
-_DECODE_HEADER = (f"{'frame':>6} {'time':<15} {'type':<13} {'xid':<8} {'client mac':<17} "
-                  f"{'ciaddr':<15} {'yiaddr':<15} {'giaddr':<15} {'server':<15} {'lease':>8} "
-                  "hostname")
-
-
-def _decode_row(msg: DhcpMessage) -> Text:
-    lease = "" if msg.lease_time is None else (
-        "infinite" if msg.lease_time == 0xFFFFFFFF else duration(msg.lease_time))
-    stamp = time.strftime("%H:%M:%S", time.localtime(msg.ts)) + f".{int(msg.ts % 1 * 1e6):06d}"
-    text = (f"{msg.frame:>6} {stamp:<15} {msg.type_name:<13} {msg.xid:08x} "
-            f"{msg.mac or '-':<17} {msg.ciaddr:<15} {msg.yiaddr:<15} {msg.giaddr:<15} "
-            f"{msg.server_id or '-':<15} {lease:>8} ")
-    return Text(text) + safe(msg.fqdn or msg.hostname or "")
 
 
 # ---- sniff -----------------------------------------------------------------------------------
@@ -810,30 +634,6 @@ def config_show(
 
 
 def main() -> None:
-    _hide_url_passwords()
+    hide_url_passwords()
     # The name is fixed so that completion scripts work however it was started (python -m).
     app(prog_name="dhcp-hive-mind")
-
-
-def _hide_url_passwords() -> None:
-    """A password in a URL on the command line can be read by every user (ps, /proc/PID/cmdline):
-    mask it in the process title at once, and warn that it was visible until then."""
-    urls = {value for arg in sys.argv[1:]
-            if _has_password(value := arg.partition("=")[2] if arg.startswith("--") else arg)}
-    if not urls:
-        return
-    import setproctitle  # only when needed: it rewrites the process's memory of its argv
-
-    title = setproctitle.getproctitle()
-    for url in urls:
-        title = title.replace(url, mask_url(url))
-    setproctitle.setproctitle(title)
-    err.print("warning: a Redis password on the command line can be read by other users; use "
-              "REDIS_PASSWORD or --redis-password-file.")
-
-
-def _has_password(arg: str) -> bool:
-    try:
-        return mask_url(arg) != arg
-    except ValueError:  # not a URL at all ("//[", say)
-        return False
