@@ -24,9 +24,10 @@ from sniffer.tshark import CaptureError
 # Seconds between restarts of a capture that keeps failing; the first restart after a capture
 # that ran is immediate, and a run this long resets the backoff.
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
-# A capture asked to stop keeps running this long first, for packets still on their way (the
-# kernel hands each one over at once: tcpdump captures in immediate mode).
-DRAIN = 0.1
+# A capture asked to stop keeps running this long first: tcpdump, in immediate mode, reads each
+# packet as it comes, but one short of CPU lags behind the kernel, and what it has not read when
+# it stops is lost (uncounted). In a scheduled handover, the new tcpdump captures meanwhile.
+DRAIN = 0.4
 POLL = 0.2  # how often waiting threads look up
 ROTATE_FRAMES = 1_000_000  # a scheduled restart also comes after this many frames
 STOP_WAIT = 10.0  # seconds the captures get to deliver their last packets at a stop
