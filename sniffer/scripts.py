@@ -89,7 +89,7 @@ class SentBatch:
 
     A connection that fails (sending or before the reply is read), or a Redis that has lost
     write.lua, has the batch written again the blocking way, with redis-py's retry, as apply()
-    always did."""
+    always did; a reply that does not come in time is a failure (StoreError), as it was."""
 
     def __init__(self, store: ScriptRunner, script: Script,
                  phases: list[list[list[EncodableT]]]) -> None:
@@ -129,7 +129,12 @@ class SentBatch:
                 try:
                     connection.read_response()
                     return
-                except (redis.ConnectionError, redis.TimeoutError):
+                except redis.TimeoutError:
+                    # A hung Redis: the batch may still run when it wakes, so it is not sent
+                    # again here; the caller sees the failure (a writer retries, loudly).
+                    connection.disconnect()
+                    raise
+                except redis.ConnectionError:
                     connection.disconnect()  # written again below, as redis-py's retry would
                 except NoScriptError:  # Redis restarted, failed over or flushed its scripts
                     store._loaded.discard(self._script.sha)
