@@ -4,11 +4,9 @@ ports (three masters, one replica each), joined by `redis-cli --cluster create`.
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from pathlib import Path
 import redis
 
 from tests.conftest import require_tool
+from tests.redis_procs import RedisProcesses, wait_ready
 
 NODES = 6
 BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000, so ports stay below 55536
@@ -39,10 +38,8 @@ def _node_port(taken: list[int]) -> int:
 
 
 @dataclass
-class RedisCluster:
-    workdir: Path
-    ports: list[int]
-    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+class RedisCluster(RedisProcesses):
+    ports: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -56,30 +53,6 @@ class RedisCluster:
         with self.client() as client:
             client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
 
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _wait(what: str, ready: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ready():  # type: ignore[operator]
-                return
-        except (redis.RedisError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Redis Cluster: {what} not ready after {timeout:g}s")
-        time.sleep(0.1)
-
 
 def _cluster_ok(port: int) -> bool:
     with redis.Redis(port=port, decode_responses=True) as node:
@@ -90,27 +63,26 @@ def _cluster_ok(port: int) -> bool:
 def redis_cluster() -> Iterator[RedisCluster]:
     """Six nodes, three masters with a replica each, every slot covered; stopped at the end."""
     server, cli = require_tool("redis-server"), require_tool("redis-cli")
-    cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="hive-cluster-")),
-                           [])
+    cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="hive-cluster-")), server)
     for _ in range(NODES):
         cluster.ports.append(_node_port(cluster.ports))
     try:
         for port in cluster.ports:
             workdir = cluster.workdir / str(port)
             workdir.mkdir()
-            cluster.procs[port] = subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-                 "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cluster.start(port, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
+                          "yes", "--cluster-config-file", "nodes.conf",
+                          "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                          "--dir", str(workdir))
         for port in cluster.ports:
-            _wait(f"node {port}", redis.Redis(port=port).ping)
+            wait_ready(f"Redis Cluster: node {port}", redis.Redis(port=port).ping, 30)
         subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in cluster.ports),
              "--cluster-replicas", "1", "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
         for port in cluster.ports:
-            _wait(f"cluster_state on {port}", lambda port=port: _cluster_ok(port))
+            wait_ready(f"Redis Cluster: cluster_state on {port}",
+                       lambda port=port: _cluster_ok(port), 30)
         yield cluster
     finally:
         cluster.stop()

@@ -4,10 +4,7 @@ takes a few seconds."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,19 +13,17 @@ from pathlib import Path
 import redis
 
 from tests.conftest import free_port, require_tool
+from tests.redis_procs import RedisProcesses, wait_ready
 
 MASTER = "hive"
 DOWN_AFTER_MS = 1000
 
 
 @dataclass
-class SentinelSet:
-    workdir: Path
-    binary: str
+class SentinelSet(RedisProcesses):
     sentinel_password: str | None = None
     data_ports: list[int] = field(default_factory=list)  # the first is the master at start
     sentinel_ports: list[int] = field(default_factory=list)
-    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -40,40 +35,6 @@ class SentinelSet:
             _host, port = sentinel.sentinel_get_master_addr_by_name(MASTER)
         return int(port)
 
-    def kill(self, port: int) -> None:
-        """SIGKILL the server on this port: a master that dies without a word."""
-        proc = self.procs.pop(port)
-        proc.kill()
-        proc.wait(timeout=10)
-
-    def start(self, port: int, *args: str) -> None:
-        self.procs[port] = subprocess.Popen(
-            [self.binary, *args], cwd=self.workdir, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _wait(what: str, ready: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ready():  # type: ignore[operator]
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Sentinel set: {what} not ready after {timeout:g}s")
-        time.sleep(0.1)
-
 
 @contextmanager
 def sentinel_set(master_password: str | None = None,
@@ -82,7 +43,7 @@ def sentinel_set(master_password: str | None = None,
     requirepass on the data nodes (`master_password`) and on the Sentinels if given."""
     binary = require_tool("redis-server")
     nodes = SentinelSet(Path(tempfile.mkdtemp(prefix="hive-sentinel-")), binary,
-                        sentinel_password)
+                        sentinel_password=sentinel_password)
     try:
         nodes.data_ports = [free_port() for _ in range(3)]
         master = nodes.data_ports[0]
@@ -124,8 +85,9 @@ def sentinel_set(master_password: str | None = None,
             return True
 
         # A replica still in its first sync would lose, once promoted, what the master took.
-        _wait("the replicas' first sync", synced)
-        _wait("the Sentinels' view of the master, replicas and each other", known)
+        wait_ready("Sentinel set: the replicas' first sync", synced, 20)
+        wait_ready("Sentinel set: the Sentinels' view of the master, replicas and each other",
+                   known, 20)
         yield nodes
     finally:
         nodes.stop()
