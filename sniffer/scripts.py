@@ -247,38 +247,73 @@ class ScriptRunner:
 
     def _pipelined_by_master(self, command: str, script: str,
                              calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
-        """On a cluster: one plain pipeline per master, each call sent to the master of its
-        slot as the client's slot map has it (redis-py's cluster pipeline costs several times
-        more a command). Calls a master redirects (MOVED, ASK: the map is out of date) or that
-        could not reach it go again through the cluster pipeline, which follows redirections,
-        learns the new map and retries."""
+        """On a cluster: each call sent to the master of its slot as the client's slot map has
+        it, every master's calls packed in C (`_pack`) and written on one of its connections in
+        one send, to every master before any reply is read, so that the masters run them at the
+        same time (redis-py's pipelines pack each argument in Python, and its cluster pipeline
+        costs several times more a command). Calls a master redirects (MOVED, ASK: the map is
+        out of date) or that could not reach it go again through the cluster pipeline, which
+        follows redirections, learns the new map and retries."""
         cluster = cast(redis.RedisCluster, self.client)
         replies: list[Any] = [None] * len(calls)
         again: list[int] = []
         by_master: dict[str, tuple[Any, list[int]]] = {}
+        master_of = cluster.nodes_manager.get_node_from_slot
         for n, args in enumerate(calls):
             try:
-                master = cluster.nodes_manager.get_node_from_slot(key_slot(_bytes(args[1])))
+                master = master_of(key_slot(_bytes(args[1])))
             except redis.RedisError:  # a slot not covered: the cluster pipeline says why
                 again.append(n)
                 continue
             by_master.setdefault(master.name, (master, []))[1].append(n)
-        for master, members in by_master.values():
-            try:
-                results = self._pipelined_through(cluster.get_redis_connection(master), command,
-                                                  script, [calls[n] for n in members])
-            except (redis.ConnectionError, redis.TimeoutError):
-                again += members
-                continue
-            for n, reply in zip(members, results, strict=True):
-                if isinstance(reply, (AskError, TryAgainError, ClusterDownError,
-                                      redis.ConnectionError)):
-                    again.append(n)
-                else:
-                    replies[n] = reply
+        sent: list[tuple[Any, Any, list[int]]] = []  # (pool, connection, calls) to read
+        try:
+            for master, members in by_master.values():
+                pool = cluster.get_redis_connection(master).connection_pool
+                connection: Any = None
+                try:
+                    connection = pool.get_connection()
+                    connection.send_packed_command(
+                        [b"".join([_pack(command, script, *calls[n]) for n in members])])
+                except (redis.ConnectionError, redis.TimeoutError):
+                    if connection is not None:
+                        connection.disconnect()
+                        pool.release(connection)
+                    again += members
+                    continue
+                sent.append((pool, connection, members))
+            while sent:
+                pool, connection, members = sent[0]
+                again += self._replies(connection, members, replies)
+                sent.pop(0)
+                pool.release(connection)
+        finally:
+            for pool, connection, _members in sent:  # replies left unread: not reusable
+                connection.disconnect()
+                pool.release(connection)
         if again:
             retried = self._pipelined_through(cluster, command, script,
                                               [calls[n] for n in again])
             for n, reply in zip(again, retried, strict=True):
                 replies[n] = reply
         return replies
+
+    @staticmethod
+    def _replies(connection: Any, members: list[int], replies: list[Any]) -> list[int]:
+        """Read the replies of calls `members` from `connection` into `replies`; the calls to
+        send again through the cluster pipeline (redirected, or not answered: the connection
+        failed)."""
+        again: list[int] = []
+        for done, n in enumerate(members):
+            try:
+                reply = connection.read_response()
+            except (AskError, TryAgainError, ClusterDownError):  # MovedError is an AskError
+                again.append(n)
+                continue
+            except redis.ResponseError as error:
+                reply = error
+            except (redis.ConnectionError, redis.TimeoutError):
+                connection.disconnect()
+                return again + members[done:]
+            replies[n] = reply
+        return again
