@@ -24,6 +24,7 @@ from sniffer.commands import RejectReason
 from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis
 from sniffer.console import err, out
 from sniffer.dhcp import Dropped, decode
+from sniffer.durability import REASSERT_SECONDS
 from sniffer.export import Format
 from sniffer.history import address_history, holds_of
 from sniffer.keys import Keys, ipv4_number
@@ -555,6 +556,11 @@ def sniff(
     max_pending: Annotated[int, typer.Option(
         "--max-pending", min=1, metavar="N", help="Lease writes held while Redis is down or "
         "slow; past that the oldest are dropped, and logged as errors.")] = 100_000,
+    reassert_seconds: Annotated[float, typer.Option(
+        "--reassert-seconds", min=0, metavar="SECONDS", help="Writes Redis took in this "
+        "many seconds are written again (with their original versions) when it may have lost "
+        "them: a write or check failed, a restart or failover. A Redis that lost everything "
+        "gets every current lease again.")] = REASSERT_SECONDS,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port "
         "(/metrics).", show_default=False)] = None,
@@ -582,7 +588,7 @@ def sniff(
                              bootp, capture_clock=True)
     sniff_config = SniffConfig(interfaces=tuple(interface), ports=tuple(port or DEFAULT_PORTS),
                                buffer_mib=buffer_size, restart_every=restart_every,
-                               max_pending=max_pending)
+                               max_pending=max_pending, reassert_seconds=reassert_seconds)
     writer = check_writer_id(writer_id or sniff_writer_id(interface))
     with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options,
                 writer=writer, history_days=history_days) as store, \

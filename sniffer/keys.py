@@ -78,6 +78,11 @@ class Keys:
         """A running writer's heartbeat (spec R-HV-1): a short TTL, refreshed while it runs."""
         return f"{self.namespace}:writer:{writer_id}"
 
+    def mark(self, writer_id: str) -> str:
+        """A running writer's marker (spec R-HV-8): no TTL, a token of the process; gone or
+        changed, the store lost what the writer wrote."""
+        return f"{self.namespace}:mark:{writer_id}"
+
     @property
     def seed_pattern(self) -> str:
         """SCAN pattern for keys that may be seed hashes; `seed_ip` confirms each."""

@@ -27,9 +27,11 @@ from sniffer.capturer import BUFFER_MIB
 from sniffer.commands import ROGUE_REASONS, Rejected
 from sniffer.connection import StoreError
 from sniffer.dhcp import Datagram
+from sniffer.durability import REASSERT_SECONDS
 from sniffer.logs import RogueLog, log, logs_held
 from sniffer.metrics import SPEC_COUNTERS, Metrics
 from sniffer.pipeline import Pipeline
+from sniffer.registry import StoreProbe
 from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker
 from sniffer.tshark import DEFAULT_PORTS, CaptureError
@@ -83,6 +85,7 @@ class SniffConfig:
     queue_size: int = 10_000  # datagrams decoded ahead of the pipeline
     max_pending: int = 100_000  # writes held while Redis fails; beyond, the oldest are dropped
     start_timeout: float = 15.0  # seconds tcpdump gets to start capturing at start-up
+    reassert_seconds: float = REASSERT_SECONDS  # writes kept to re-assert if Redis lost them
 
 
 @dataclass
@@ -129,7 +132,9 @@ class Sniffer:
         self.tracker = tracker
         self.metrics = metrics or Metrics()
         self.backlog = Backlog(config.queue_size)
-        self.writer = RedisWriter(store, self.metrics, config.batch_size, config.max_pending)
+        self.writer = RedisWriter(store, self.metrics, config.batch_size, config.max_pending,
+                                  keep=config.reassert_seconds,
+                                  probe=StoreProbe(store.client, store.keys, store.writer))
         self.pipeline = LivePipeline(tracker, store, writer=self.writer)
         self.counters: Counter[str] = Counter()  # the loop's own: capture_truncated
         self.watches = [InterfaceWatch(name, self.backlog.put, self.metrics, ports=config.ports,
@@ -142,7 +147,8 @@ class Sniffer:
 
     def start(self) -> None:
         """Start capturing on every interface; CaptureError, with everything stopped again, if
-        one of them cannot (no such interface, no permission...)."""
+        one of them cannot (no such interface, no permission...); StoreError if Redis fails
+        before it."""
         self.writer.start()
         for watch in self.watches:
             watch.start()
@@ -160,6 +166,8 @@ class Sniffer:
         publish_at = 0.0
         while not stop.is_set():
             self._round(POLL)
+            if self.writer.cache_wanted():  # after the writes handed over: the newest state
+                self.writer.reassert_cache(self.tracker.current_grants(time.time()))
             if time.monotonic() >= publish_at:
                 self.publish()
                 publish_at = time.monotonic() + PUBLISH_EVERY

@@ -84,6 +84,19 @@ class Metrics:
             METRIC_PREFIX + "expired_when_written", "Leases that had already expired when "
             "Redis took them, late (after an outage): their expiry removes them at once",
             registry=reg)
+        self.reasserted = PromCounter(
+            METRIC_PREFIX + "reasserted", "Writes sent again because Redis may have lost them "
+            "(reason: failure: a write or check failed; restarted: a master's run id changed; "
+            "emptied: Redis lost the writer's marker, every current lease is sent again)",
+            ["reason"], registry=reg)
+        self.store_resets = PromCounter(
+            METRIC_PREFIX + "store_resets", "Times Redis was found to have lost writes it took "
+            "(kind: restarted: a master's run id changed, a restart or a failover; emptied: "
+            "the writer's marker was gone)", ["kind"], registry=reg)
+        for reason in ("failure", "restarted", "emptied"):
+            self.reasserted.labels(reason)
+        for kind in ("restarted", "emptied"):
+            self.store_resets.labels(kind)
         self.redis_up.set(1)
         for kind in ("grant", "revoke", "rogue"):
             self.pending_dropped.labels(kind)

@@ -54,6 +54,8 @@ def writing_commands(keys: Keys, writer: str) -> list[tuple[str, ...]]:
                  ("HKEYS", keys.writers), ("TIME",)]
     heartbeat = keys.writer(writer)  # the writer's registration
     commands += [("GET", heartbeat), ("SET", heartbeat, "0", "EX", "1"), ("DEL", heartbeat)]
+    mark = keys.mark(writer)  # what tells it that Redis lost its writes (sniffer/durability.py)
+    commands += [("GET", mark), ("SET", mark, "0"), ("DEL", mark)]
     return commands
 
 

@@ -1,9 +1,12 @@
-"""The hive's writers (spec R-HV-1, R-HV-9): each writer's id, a heartbeat key while it runs (a
-second writer with a live id refuses to start), and its clock against Redis's.
+"""The hive's writers (spec R-HV-1, R-HV-8, R-HV-9): each writer's id, a heartbeat key while it
+runs (a second writer with a live id refuses to start), its clock against Redis's, and the
+checks that tell it Redis lost what it wrote.
 
 `WriterRegistry` is the Redis side (the heartbeat keys, the writers hash, TIME); `Heartbeat`
 keeps one writer's key alive from a thread of its own and measures the clock skew as it goes,
 apart from the lease writes, so a long write backlog never lets the heartbeat lapse.
+`StoreProbe` reads what sniffer/durability.py decides from: the writer's marker and the masters'
+run ids.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import socket
 import threading
 import time
@@ -25,7 +29,8 @@ from typing import Any
 
 import redis
 
-from sniffer.connection import StoreError, redis_errors
+from sniffer.connection import StoreError, is_cluster, redis_errors
+from sniffer.durability import Probe
 from sniffer.errors import HiveError
 from sniffer.escape import printable
 from sniffer.keys import Keys
@@ -236,3 +241,47 @@ def _describe(writer: LiveWriter) -> str:
         return "a key this program did not write"
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(writer.since))
     return f"pid {writer.pid} on {printable(writer.host)}, since {started}"
+
+
+class StoreProbe:
+    """The Redis side of a writer's durability checks (sniffer/durability.py): its marker, a key
+    without TTL holding a token of this process, and the run ids of the masters (INFO server;
+    on a cluster every master's). A user not allowed INFO has the marker alone."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, writer_id: str) -> None:
+        self.client = client
+        self.key = keys.mark(writer_id)
+        self.token = secrets.token_hex(8)
+        self._info = True  # INFO allowed, as far as we know
+
+    def mark(self) -> None:
+        with redis_errors("check"):
+            self.client.set(self.key, self.token)
+
+    def unmark(self) -> None:
+        with redis_errors("check"):
+            self.client.delete(self.key)
+
+    def check(self) -> Probe:
+        with redis_errors("check"):
+            marked = _text(self.client.get(self.key)) == self.token
+            return Probe(self._run_ids(), marked)
+
+    def _run_ids(self) -> frozenset[str] | None:
+        if not self._info:
+            return None
+        client: Any = self.client
+        try:
+            if is_cluster(client):
+                infos = client.info("server", target_nodes=redis.RedisCluster.PRIMARIES)
+                # One master: its reply as it is; several: by node.
+                replies = [infos] if "run_id" in infos else list(infos.values())
+            else:
+                replies = [client.info("server")]
+        except redis.exceptions.NoPermissionError:
+            self._info = False
+            log.info("the Redis user may not run INFO: a failover that lost writes is told "
+                     "by failed writes only, a Redis that came back empty by the writer's "
+                     "marker")
+            return None
+        return frozenset(str(reply["run_id"]) for reply in replies)

@@ -167,6 +167,9 @@ class Tracker:
     _by_hw: dict[tuple[int, str], set[str]] = field(default_factory=dict, init=False,
                                                     repr=False)
     _expiry: list[tuple[int, str]] = field(default_factory=list, init=False, repr=False)
+    # The capture time of each record's grant, its version (R-HV-2), for re-assertion (R-HV-8);
+    # 0.0 for records restored from Redis (their `updated` second stands in).
+    _granted_at: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -205,6 +208,15 @@ class Tracker:
         elif kind == OFFER and not self._allowed(msg, msg.server):
             return self._reject(RejectReason.ROGUE_REPLY, msg)
         return []
+
+    def current_grants(self, now: float) -> list[Grant]:
+        """The records that have not expired by wall-clock time `now`, each as the Grant that
+        writes it again with its original version (hive.md R-HV-8: a store that lost them gets
+        them back). The label and the record replaced are not kept: GRANTED, none."""
+        granted_at = self._granted_at
+        return [Grant(lease, GrantEvent.GRANTED, None, granted_at.get(ip, 0.0))
+                for ip, lease in self._leases.items()
+                if lease.expires is None or lease.expires > now]
 
     @property
     def pending_transactions(self) -> int:
@@ -362,6 +374,7 @@ class Tracker:
             event = GrantEvent.REASSIGNED
         self.counters[event] += 1
         self._put(lease)
+        self._granted_at[lease.ip] = ts
         return Grant(lease, event, record, ts)
 
     def _supersede(self, lease: Lease, msg: DhcpMessage) -> list[Command]:
@@ -583,6 +596,7 @@ class Tracker:
 
     def _remove(self, ip: str) -> None:
         lease = self._leases.pop(ip)
+        self._granted_at.pop(ip, None)
         if lease.client_id is not None:
             _discard(self._by_client_id, lease.client_id, ip)
         if lease.mac is not None:

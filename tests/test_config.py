@@ -129,7 +129,7 @@ def test_config_show_other_commands_and_what_is_missing(tmp_path: Path) -> None:
     # sniff's interface is required: shown as missing, not an error.
     shown = run("--config", str(config), "config", "show")
     assert shown.returncode == 0, shown.stderr
-    assert "interface        not set (required)  default" in shown.stdout
+    assert "interface         not set (required)  default" in shown.stdout
     assert "no command with settings" in error_line(
         run("--config", str(config), "config", "show", "decode"))
     unknown = run("--config", str(config), "config", "show", "--no-such-option")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from helpers import build_lease
 
-from sniffer.commands import Command, Grant, Rejected, Revoke
+from sniffer.commands import Command, Grant, GrantEvent, Rejected, Revoke
 from sniffer.dhcp import (
     ACK,
     DECLINE,
@@ -1223,3 +1223,19 @@ def test_replay_clock_ignores_wall_clock() -> None:
     tr = tracker()
     ack = msg(ACK, 0, xid=0x9601, yi="192.0.2.100", lease=3600)
     assert run(tr, ack, now=T0 + 7200) == [Grant(rec("192.0.2.100", xid=0x9601), "granted")]
+
+
+# ---- re-assertion (hive.md R-HV-8) -----------------------------------------------------------
+
+def test_current_grants_carry_each_grants_capture_time_and_skip_ended_leases() -> None:
+    tr = tracker()
+    run(tr, *dora("192.0.2.10", 0.0), *dora("192.0.2.11", 5.0, xid=0x2002, ch=B, lease=60))
+    run(tr, *dora("192.0.2.10", 30.0, xid=0x3003))  # A renews: the renewal's time counts
+    grants = sorted(tr.current_grants(T0 + 30.5), key=lambda g: g.lease.ip)
+    assert [(g.lease.ip, g.ts, g.event, g.previous) for g in grants] == [
+        ("192.0.2.10", T0 + 30.3, GrantEvent.GRANTED, None),
+        ("192.0.2.11", T0 + 5.3, GrantEvent.GRANTED, None)]
+    assert [g.lease for g in grants] == [view(tr)["192.0.2.10"], view(tr)["192.0.2.11"]]
+    assert [g.lease.ip for g in tr.current_grants(T0 + 65.0)] == ["192.0.2.10"]  # B's ended
+    run(tr, msg(RELEASE, 40.0, xid=0x4004, ci="192.0.2.10"))
+    assert [g.lease.ip for g in tr.current_grants(T0 + 41.0)] == ["192.0.2.11"]  # A released

@@ -11,7 +11,7 @@ from test_store import reply
 
 from sniffer.commands import Grant, GrantEvent, Rejected, RejectReason, Revoke, RevokeReason
 from sniffer.dhcp import ACK
-from sniffer.writer import REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, Entry, WriteQueue
+from sniffer.writer import REASSERTED, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, Entry, WriteQueue
 
 WALL = 1_700_000_000  # wall-clock time of the writes (lease expiries are on this clock)
 
@@ -216,3 +216,73 @@ def test_closing_an_empty_queue_is_done_at_once_and_never_waits_forever() -> Non
     queue.close(6.0, timeout=0.0)  # no time given: what waits is lost at once
     assert queue.done(6.0)
     assert queue.backlog == 1
+
+
+# ---- durability: the writes Redis took, kept to be re-asserted (hive.md R-HV-8) ---------------
+
+def written_batches(queue: WriteQueue, now: float) -> list[list[str]]:
+    """Hand out and write every batch at `now`: their addresses."""
+    batches = []
+    while (batch := queue.next_batch(now)) is not None:
+        batches.append(ips(batch))
+        queue.written(now, WALL)
+    return batches
+
+
+def test_a_failure_puts_the_writes_redis_took_lately_back_in_front_in_their_order() -> None:
+    queue = WriteQueue(batch_size=10, max_pending=100, keep=30.0)
+    queue.put([grant(9), revoke(8)])
+    written_batches(queue, 100.0)  # more than 30 s before the failure: not kept
+    queue.put([grant(1), revoke(2), rogue(3)])
+    written_batches(queue, 115.0)
+    queue.put([grant(4)])
+    written_batches(queue, 120.0)
+    queue.put([grant(5)])
+    assert ips(queue.next_batch(140.0)) == ["192.0.2.5"]
+    failure = queue.failed(140.0, 141.0)
+    # 1, 2 and 4 were taken within 30 s of the failure; the rogue reply is not a lease write.
+    assert (failure.reasserted, failure.kept) == (3, 4)
+    retry = queue.next_batch(141.0 + REDIS_BACKOFF_MIN)
+    assert ips(retry) == ["192.0.2.1", "192.0.2.2", "192.0.2.4", "192.0.2.5"]
+    assert retry is not None and [ts for _command, ts in retry] == [REASSERTED] * 3 + [5.0]
+    queue.failed(142.0, 142.0)  # the same writes again, not twice
+    assert queue.backlog == 4
+    batch = queue.next_batch(150.0)
+    assert batch is not None
+    drained = queue.written(150.0, WALL).drained
+    assert drained is not None
+    assert drained.late == 1  # the re-asserted writes are not late: they went in before
+
+
+def test_only_the_writes_of_the_last_keep_seconds_are_reasserted() -> None:
+    queue = WriteQueue(batch_size=10, max_pending=100, keep=30.0)
+    queue.put([grant(1)])
+    written_batches(queue, 100.0)
+    queue.put([grant(2)])
+    written_batches(queue, 110.0)
+    count, overflow = queue.reassert_recent(135.0)  # 1 was taken 35 s ago: forgotten
+    assert (count, overflow) == (1, None)
+    assert written_batches(queue, 136.0) == [["192.0.2.2"]]
+    assert queue.reassert_recent(136.0 + 31.0) == (0, None)  # taken again at 136, 31 s ago
+    assert queue.backlog == 0
+
+
+def test_reasserting_recent_writes_goes_before_what_waits_and_is_bounded() -> None:
+    queue = WriteQueue(batch_size=10, max_pending=3, keep=30.0)
+    queue.put([grant(1), grant(2), grant(3)])
+    written_batches(queue, 0.0)
+    queue.put([grant(4), grant(5)])
+    count, overflow = queue.reassert_recent(1.0)  # run id changed between batches
+    assert count == 3
+    assert overflow is not None and overflow.dropped == Counter(grant=2)  # the oldest
+    assert ips(queue.next_batch(1.0)) == ["192.0.2.3", "192.0.2.4", "192.0.2.5"]
+
+
+def test_without_keep_nothing_is_reasserted() -> None:
+    queue = WriteQueue(batch_size=10, max_pending=100)
+    queue.put([grant(1)])
+    written_batches(queue, 0.0)
+    queue.put([grant(2)])
+    queue.next_batch(1.0)
+    assert queue.failed(1.0, 1.0).reasserted == 0
+    assert queue.reassert_recent(1.0) == (0, None)
