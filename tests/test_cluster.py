@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 import redis
 from conftest import require_tool
-from helpers import run_cli
+from helpers import build_lease, run_cli
+from redis.crc import key_slot
 from redis_cluster import RedisCluster, redis_cluster
 from specharness import RELEASE, S1, Case, client_msg, o_host, o_server
 
+from sniffer.commands import Grant
 from sniffer.connection import StoreError, close_redis, is_cluster, open_redis
 from sniffer.keys import Keys
 from sniffer.store import LeaseStore
@@ -238,3 +240,53 @@ def test_migrate_moves_a_store_of_the_old_layout(
         assert not any(client.exists(keys.old_lease(address)) for address in named)
         again = run_cli("migrate", "--redis-url", url)
         assert "0 detail hashes moved" in again.stdout and state(client, named) == after
+
+
+def test_writes_follow_a_slot_moved_to_another_master() -> None:
+    """A resharding moves an address's slot after the client learned the slot map: the write
+    sent to the old master is redirected (MOVED) and written again where the slot now is, and
+    the batch's other calls, sent at the same time to every master, are written once."""
+    with redis_cluster() as reshaped:
+        client, _shown = open_redis(reshaped.url)
+        store = LeaseStore(client, Keys(), capture_clock=True, writer="w")
+        try:
+            store.apply([Grant(build_lease(f"10.8.0.{n}", mac=f"02:00:00:00:09:{n:02x}"),
+                               "granted") for n in range(1, 21)], time.time())  # map learned
+            moved = "10.9.9.9"
+            target = _move_slot(reshaped, moved)
+            leases = [build_lease(f"10.9.{n}.{n}", mac=f"02:00:00:00:0a:{n:02x}")
+                      for n in range(1, 10)]
+            store.apply([Grant(lease, "granted") for lease in leases], time.time())
+            with redis.Redis(port=target, decode_responses=True) as new_master:
+                assert new_master.hgetall(moved) == {"mac": "02:00:00:00:0a:09"}
+            with reshaped.client() as cluster:
+                for lease in leases:
+                    assert cluster.hget(lease.ip, "mac") == lease.mac, lease.ip
+                    assert cluster.smembers(Keys().by_mac(str(lease.mac))) == {lease.ip}
+                assert cluster.xlen(Keys().events) == 20 + 9  # each grant's event once
+        finally:
+            store.close()
+
+
+def _move_slot(cluster: RedisCluster, key: str) -> int:
+    """Move `key`'s slot (holding no key) to another master the way a resharding does
+    (IMPORTING, MIGRATING, then NODE on every master); the port of its new master."""
+    slot = key_slot(key.encode())
+    masters: dict[int, dict[str, Any]] = {}  # as each master sees itself: right after the
+    for port in cluster.ports:  # cluster is made, a node may not know yet who replicates whom
+        with redis.Redis(port=port, decode_responses=True) as node:
+            itself = next(about for about in node.cluster("nodes").values()
+                          if "myself" in about["flags"])
+        if "master" in itself["flags"]:
+            masters[port] = itself
+    source = next(port for port, about in masters.items()
+                  if any(int(first) <= slot <= int(last) for first, last, *_ in about["slots"]))
+    target = next(port for port in masters if port != source)
+    ids = {port: about["node_id"] for port, about in masters.items()}
+    with redis.Redis(port=target) as new, redis.Redis(port=source) as old:
+        new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        old.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        for port in (target, source, *(p for p in masters if p not in (source, target))):
+            with redis.Redis(port=port) as master:
+                master.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    return target
