@@ -32,6 +32,18 @@ def _bytes(value: EncodableT) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+# write.lua's operations that, when a call holds nothing else, on its one key, are sent as one
+# plain command instead (op -> command, record length): on a cluster most index calls are one
+# SADD or SREM, which costs Redis and the client less than a script call.
+PLAIN = {"A": ("SADD", 3), "S": ("SREM", 3), "Z": ("ZADD", 4), "z": ("ZREM", 3),
+         "W": ("HSET", 4)}
+
+
+class Plain(list[EncodableT]):
+    """A call of write.lua sent as the one Redis command that does the same (`Call.args`): the
+    command and its arguments. Its reply is that command's."""
+
+
 class Call:
     """One call of write.lua: the keys it declares (name -> index in KEYS, from 1), the schemas
     its records use ((n-detail, names) -> number) and its records."""
@@ -49,11 +61,38 @@ class Call:
         return self._schemas.setdefault((n_detail, names), len(self._schemas))
 
     def args(self, head: list[EncodableT]) -> list[EncodableT]:
-        """numkeys, KEYS, then ARGV: `head`, the schemas, the records."""
+        """numkeys, KEYS, then ARGV: `head`, the schemas, the records; or, for a call that is
+        one plain operation repeated on its one key, that command (`Plain`)."""
+        plain = self._plain()
+        if plain is not None:
+            return plain
         args: list[EncodableT] = [len(self.keys), *self.keys, *head, len(self._schemas)]
         for n_detail, names in self._schemas:  # in order of their numbers
             args += (n_detail, len(names), *names)
         return args + self.records
+
+    def _plain(self) -> Plain | None:
+        """The call as one variadic command (SADD key m1 m2..., ZADD key s1 m1 s2 m2...), which
+        does what the script would, in the same order, if every record is the same PLAIN
+        operation on the call's one key; else None."""
+        records = self.records
+        if self.address or self._schemas or len(self.keys) != 1 or not records:
+            return None
+        op = records[0]
+        found = PLAIN.get(op) if isinstance(op, str) else None
+        if found is None:
+            return None
+        command, width = found
+        count, rest = divmod(len(records), width)
+        if rest or records[0::width].count(op) != count:  # another operation among them
+            return None
+        plain = Plain((command, *self.keys))
+        if width == 3:
+            plain += records[2::3]
+        else:
+            for pair in zip(records[2::4], records[3::4], strict=True):
+                plain += pair
+        return plain
 
 
 def call_with(call: Call, calls: Calls, key: str, op: str, *tail: EncodableT) -> int:
@@ -107,8 +146,7 @@ class SentBatch:
             connection: Any = None
             try:
                 connection = pool.get_connection()
-                connection.send_packed_command(
-                    [_pack("EVALSHA", self._script.sha, *call)])
+                connection.send_packed_command([_packed("EVALSHA", self._script.sha, call)])
             except (redis.ConnectionError, redis.TimeoutError):
                 if connection is not None:
                     connection.disconnect()
@@ -157,6 +195,12 @@ def _pack(*command: EncodableT) -> bytes:
         return packed
     except TypeError as error:  # an argument of another type, as redis-py reports it
         raise redis.DataError(str(error)) from None
+
+
+def _packed(command: str, script: str, call: Sequence[EncodableT]) -> bytes:
+    """`command` (EVALSHA...) of `script` with the call's arguments, or the call's own command
+    if it is `Plain`."""
+    return _pack(*call) if isinstance(call, Plain) else _pack(command, script, *call)
 
 
 def _raised(replies: list[Any]) -> list[Any]:
@@ -241,8 +285,12 @@ class ScriptRunner:
         pipe = client.pipeline(transaction=False)
         run = {"EVALSHA": pipe.evalsha, "EVALSHA_RO": pipe.evalsha_ro,
                "EVAL_RO": pipe.eval_ro}[command]
-        for numkeys, *args in calls:
-            run(script, int(numkeys), *args)
+        for call in calls:
+            if isinstance(call, Plain):
+                pipe.execute_command(*call)
+            else:
+                numkeys, *args = call
+                run(script, int(numkeys), *args)
         return list(pipe.execute(raise_on_error=False))
 
     def _pipelined_by_master(self, command: str, script: str,
@@ -274,7 +322,7 @@ class ScriptRunner:
                 try:
                     connection = pool.get_connection()
                     connection.send_packed_command(
-                        [b"".join([_pack(command, script, *calls[n]) for n in members])])
+                        [b"".join([_packed(command, script, calls[n]) for n in members])])
                 except (redis.ConnectionError, redis.TimeoutError):
                     if connection is not None:
                         connection.disconnect()

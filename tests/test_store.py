@@ -240,6 +240,21 @@ def test_writers_hash_names_the_sniffer(store: LeaseStore) -> None:
     assert store.writers() == {"test-sniffer": math.floor(now)}
 
 
+def test_a_batch_of_one_plain_operation_is_that_command(store: LeaseStore,
+                                                         rclient: redis.Redis) -> None:
+    """A batch that only registers the writer (a stale reply) is one HSET, not a script call;
+    refused, it fails as a script call would."""
+    before = commandstat(rclient, "evalsha"), commandstat(rclient, "hset")
+    now = time.time()
+    apply(store, Rejected("stale", reply(ACK, server_id="192.0.2.1")))
+    assert store.writers() == {"test-sniffer": math.floor(now)}
+    assert (commandstat(rclient, "evalsha"), commandstat(rclient, "hset")) == \
+        (before[0], before[1] + 1)
+    rclient.set(f"{NS}:writers", "not a hash")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        apply(store, Rejected("stale", reply(ACK, server_id="192.0.2.1")))
+
+
 def test_refused_write_raises_store_error(store: LeaseStore, rclient: redis.Redis) -> None:
     rclient.set(f"{NS}:mac:{MAC_A}", "not a set")
     with pytest.raises(StoreError, match="WRONGTYPE") as caught:
