@@ -118,6 +118,10 @@ class WriteQueue:
         """Writes not yet in Redis: waiting, and being written."""
         return len(self._pending) + len(self._in_flight)
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def put(self, entries: list[Entry]) -> Overflow | None:
         """Queue writes at the tail; what had to be dropped for them, if anything."""
         self._pending.extend(entries)
@@ -329,7 +333,7 @@ class RedisWriter:
                 now = time.monotonic()
                 if self.queue.done(now):
                     return None
-                checking = self.probe is not None
+                checking = self.probe is not None and not self.queue.closing  # time is short
                 if checking and self.watch.due(now):
                     return CHECK
                 batch = self.queue.next_batch(now)

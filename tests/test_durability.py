@@ -1,14 +1,26 @@
-"""StoreWatch, the durability checks' policy (hive.md R-HV-8), without Redis or clocks: when a
-check is due, and what the marker and the masters' run ids found tell; and the tracker's current
-leases as the grants that re-assert them."""
+"""Durability (hive.md R-HV-8). StoreWatch, the checks' policy, without Redis or clocks: when a
+check is due, and what the marker and the masters' run ids found tell; the tracker's current
+leases as the grants that re-assert them. Then StoreProbe and the writer against a real Redis
+and a real cluster: what a check reads, and a store emptied under a running writer.
+(test_failover.py has the live cases H9 and H10.)"""
 
 from __future__ import annotations
 
+import time
+
+import redis
 from helpers import build_lease
+from redis_cluster import RedisCluster
 
 from sniffer.commands import Grant, GrantEvent
+from sniffer.connection import close_redis, open_redis
 from sniffer.durability import Loss, Probe, StoreWatch
+from sniffer.keys import Keys
+from sniffer.metrics import Metrics
+from sniffer.registry import StoreProbe
+from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker
+from sniffer.writer import RedisWriter
 
 A, B, C = frozenset({"a"}), frozenset({"b"}), frozenset({"a", "c"})
 
@@ -58,3 +70,83 @@ def test_the_tracker_hands_out_its_current_leases_with_their_versions() -> None:
     # the one that ended by `now` is not written again.
     assert grants == [Grant(kept, GrantEvent.GRANTED, None, 0.0),
                       Grant(forever, GrantEvent.GRANTED, None, 0.0)]
+
+
+# ---- against a real Redis --------------------------------------------------------------------
+
+def test_the_probe_reads_the_marker_and_the_run_id(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    probe = StoreProbe(client, Keys(), "w1")
+    probe.mark()
+    assert client.ttl("dhcp-hive-mind:mark:w1") == -1  # no TTL: only a loss removes it
+    found = probe.check()
+    assert found == Probe(frozenset({client.info("server")["run_id"]}), marked=True)
+    client.set("dhcp-hive-mind:mark:w1", "an older token")  # the store went back in time
+    assert not probe.check().marked
+    probe.mark()
+    probe.unmark()
+    assert not client.exists("dhcp-hive-mind:mark:w1")
+    client.close()
+
+
+def test_the_probe_reads_every_masters_run_id_on_a_cluster(cluster: RedisCluster) -> None:
+    client, _shown = open_redis(cluster.url)
+    try:
+        probe = StoreProbe(client, Keys(), "w1")
+        probe.mark()
+        found = probe.check()
+        assert found.marked
+        assert found.run_ids is not None and len(found.run_ids) == 3  # the three masters
+    finally:
+        close_redis(client)
+
+
+def test_a_user_not_allowed_info_has_the_marker_alone(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser("no-info", enabled=True, passwords=["+secret"], keys=["*"],
+                      commands=["+@all", "-info"])
+    client = redis.Redis.from_url(redis_url, username="no-info", password="secret")
+    try:
+        probe = StoreProbe(client, Keys(), "w1")
+        probe.mark()
+        assert probe.check() == Probe(None, marked=True)
+        assert probe.check() == Probe(None, marked=True)  # INFO not asked again
+    finally:
+        client.close()
+        admin.acl_deluser("no-info")
+        admin.close()
+
+
+def test_a_store_emptied_under_a_running_writer_asks_for_every_lease(redis_url: str) -> None:
+    """The writer marks the store at start; emptied (FLUSHALL stands for a restart without
+    persistence), its next check asks for the cache once, and what it is handed is written
+    with the leases' own expiries."""
+    client = redis.Redis.from_url(redis_url)
+    store = LeaseStore(client, Keys(), capture_clock=True, writer="w1")
+    metrics = Metrics()
+    writer = RedisWriter(store, metrics, batch_size=10, max_pending=100,
+                         probe=StoreProbe(client, Keys(), "w1"))
+    lease = build_lease("192.0.2.7")
+    grant = Grant(lease, GrantEvent.GRANTED, None, lease.updated + 0.25)
+    writer.start()
+    try:
+        writer.put([(grant, time.time())])
+        deadline = time.monotonic() + 5
+        while not client.exists("192.0.2.7") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.flushall()
+        deadline = time.monotonic() + 15
+        while not writer.cache_wanted():
+            assert time.monotonic() < deadline, "the writer never found the store emptied"
+            time.sleep(0.05)
+        assert not writer.cache_wanted()  # asked once
+        writer.reassert_cache([grant])
+        assert writer.close(10) == 0
+    finally:
+        client.close()
+    with redis.Redis.from_url(redis_url) as check:
+        assert check.expiretime("192.0.2.7") == lease.expires
+        assert not check.exists("dhcp-hive-mind:mark:w1")  # removed at the clean stop
+    sample = metrics.registry.get_sample_value
+    assert sample("dhcp_hive_mind_store_resets_total", {"kind": "emptied"}) == 1
+    assert sample("dhcp_hive_mind_reasserted_total", {"reason": "emptied"}) == 1
