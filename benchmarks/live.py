@@ -11,15 +11,20 @@ Redis's own clock when the write ran (one machine, one clock). The CPU time of t
 its children (capturers, tsharks) is taken from /proc, from the traffic's start to its end.
 
 The sniffer runs from this checkout, or from another one (`tree`, such as a worktree of an older
-commit, for before-and-after rows measured in one run).
+commit, for before-and-after rows measured in one run). It writes into a scratch redis-server on
+a unix socket, or into a 3-master Redis Cluster (six redis-server processes, replicas included)
+listening on this namespace's end of a veth pair into the relay host: the sniffer reaches the
+nodes at the addresses they announce, through the kernel, as it would a cluster on its network.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,6 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from lab import PERF_IP, Lab, RedisServer, children, sniff_relay, wait_for  # noqa: E402
+
+from tests.redis_cluster import redis_cluster  # noqa: E402
 
 BIG_NET = "10.64.0.0/16"  # perfdhcp's clients: room for 65,000 leases
 BIG_POOL = "10.64.0.1 - 10.64.255.254"
@@ -120,37 +127,73 @@ def available() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Store:
+    """Where the sniffer writes: its URL, a client of it, and its server processes (for their
+    CPU time)."""
+
+    url: str
+    client: Any  # redis.Redis or redis.RedisCluster, decoding responses
+    pids: tuple[int, ...]
+
+
 @contextmanager
-def scratch_redis() -> Iterator[tuple[RedisServer, redis.Redis]]:
+def scratch_redis() -> Iterator[Store]:
     server = RedisServer()
     client = redis.Redis(unix_socket_path=str(server.socket), decode_responses=True)
     try:
-        yield server, client
+        yield Store(server.url, client, (server.proc.pid,))
     finally:
         client.close()
         server.close()
 
 
-def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = ()) -> LiveResult:
+@contextmanager
+def scratch_cluster(lab: Lab) -> Iterator[Store]:
+    """A 3-master Redis Cluster on this namespace's end of a veth pair into the lab's relay host
+    (a /30 of 100.64.0.0/16, chosen at random, so that labs running at once do not meet)."""
+    net = ipaddress.ip_network(f"100.64.{secrets.randbelow(256)}.{4 * secrets.randbelow(64)}/30")
+    ours, theirs = (str(address) for address in net.hosts())
+    link = f"{lab.tag}r"  # this end's name, unique like the lab's namespaces
+    commands = [["ip", "link", "add", link, "type", "veth", "peer", "name", "redis0", "netns",
+                 lab.relay.name],
+                ["ip", "addr", "add", f"{ours}/30", "dev", link], ["ip", "link", "set", link, "up"],
+                ["ip", "-n", lab.relay.name, "addr", "add", f"{theirs}/30", "dev", "redis0"],
+                ["ip", "-n", lab.relay.name, "link", "set", "redis0", "up"]]
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        with redis_cluster(host=ours) as cluster, cluster.client() as client:
+            yield Store(cluster.url, client, tuple(proc.pid for proc in cluster.procs.values()))
+    finally:
+        subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
+
+
+def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = (),
+        cluster: bool = False) -> LiveResult:
     """One perfdhcp run at `rate` exchanges a second for `seconds`, sniffed on both legs by the
-    sniffer of checkout `tree` (started after `prefix`, as sniff_daemon does)."""
+    sniffer of checkout `tree` (started after `prefix`, as sniff_daemon does), into a scratch
+    Redis or, with `cluster`, a 3-master Redis Cluster."""
     workdir = Path(tempfile.mkdtemp(prefix="hive-bench-live-"))
     try:
-        with scratch_redis() as (server, client), BenchLab(relayed_clients=0) as lab:
+        with contextlib.ExitStack() as stack:
+            lab = stack.enter_context(BenchLab(relayed_clients=0))
+            store = stack.enter_context(scratch_cluster(lab) if cluster else scratch_redis())
+            client = store.client
             # In the tree's directory: `python -m` puts the current one first on the path.
-            sniffer = sniff_relay(lab.relay, server.url, workdir / "sniff.log",
+            sniffer = sniff_relay(lab.relay, store.url, workdir / "sniff.log",
                                   prefix=["env", "-C", str(tree), *prefix],
                                   env={"PYTHONPATH": str(tree)})
             try:
                 acks = lab.capture("relay", ["up0"], workdir / "up0.pcap")
                 time.sleep(WARM_UP)
-                cpu, lab_cpu = -tree_cpu(sniffer.proc.pid), -everything_cpu(lab, server)
+                cpu, lab_cpu = -tree_cpu(sniffer.proc.pid), -everything_cpu(lab, store.pids)
                 started = time.monotonic()
                 lab.perfdhcp(rate * seconds, rate=rate)
                 settle(client)
                 busy = time.monotonic() - started - SETTLE
                 cpu += tree_cpu(sniffer.proc.pid)
-                lab_cpu += everything_cpu(lab, server)
+                lab_cpu += everything_cpu(lab, store.pids)
                 ack_times = first_acks(acks.stop())
                 kea = {str(lease["ip-address"]): str(lease["hw-address"])
                        for lease in lab.leases()}
@@ -183,14 +226,14 @@ def tree_cpu(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def everything_cpu(lab: Lab, server: RedisServer) -> float:
-    """CPU seconds used so far by the lab: every process in its namespaces, Redis, and the
-    commands this process ran and reaped (perfdhcp)."""
+def everything_cpu(lab: Lab, servers: Sequence[int]) -> float:
+    """CPU seconds used so far by the lab: every process in its namespaces, the Redis servers
+    (by pid), and the commands this process ran and reaped (perfdhcp)."""
     pids = {int(pid) for ns in lab.namespaces.values()
             for pid in subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True,
                                       text=True, check=False).stdout.split()}
     ticks = 0
-    for pid in (*pids, server.proc.pid):
+    for pid in (*pids, *servers):
         with contextlib.suppress(OSError):  # gone meanwhile
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
             ticks += int(fields[11]) + int(fields[12])  # its own, not its children's: listed too

@@ -40,49 +40,53 @@ def _node_port(taken: list[int]) -> int:
 @dataclass
 class RedisCluster(RedisProcesses):
     ports: list[int] = field(default_factory=list)
+    host: str = "127.0.0.1"  # where every node listens, and the address it announces
 
     @property
     def url(self) -> str:
         """Any one node: the tool finds the others itself."""
-        return f"redis://127.0.0.1:{self.ports[0]}"
+        return f"redis://{self.host}:{self.ports[0]}"
 
     def client(self) -> redis.RedisCluster:
-        return redis.RedisCluster(host="127.0.0.1", port=self.ports[0], decode_responses=True)
+        return redis.RedisCluster(host=self.host, port=self.ports[0], decode_responses=True)
 
     def flush(self) -> None:
         with self.client() as client:
             client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
 
 
-def _cluster_ok(port: int) -> bool:
-    with redis.Redis(port=port, decode_responses=True) as node:
+def _cluster_ok(host: str, port: int) -> bool:
+    with redis.Redis(host=host, port=port, decode_responses=True) as node:
         return bool(node.cluster("info").get("cluster_state") == "ok")
 
 
 @contextmanager
-def redis_cluster() -> Iterator[RedisCluster]:
-    """Six nodes, three masters with a replica each, every slot covered; stopped at the end."""
+def redis_cluster(host: str = "127.0.0.1") -> Iterator[RedisCluster]:
+    """Six nodes, three masters with a replica each, every slot covered, listening on `host`
+    (an address of this machine); stopped at the end."""
     server, cli = require_tool("redis-server"), require_tool("redis-cli")
-    cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="hive-cluster-")), server)
+    cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="hive-cluster-")), server, host=host)
     for _ in range(NODES):
         cluster.ports.append(_node_port(cluster.ports))
     try:
         for port in cluster.ports:
             workdir = cluster.workdir / str(port)
             workdir.mkdir()
-            cluster.start(port, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
+            cluster.start(port, "--port", str(port), "--bind", host, "--cluster-enabled",
                           "yes", "--cluster-config-file", "nodes.conf",
                           "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                          # no password: off the loopback address, only if unprotected
+                          "--protected-mode", "no" if host != "127.0.0.1" else "yes",
                           "--dir", str(workdir))
         for port in cluster.ports:
-            wait_ready(f"Redis Cluster: node {port}", redis.Redis(port=port).ping, 30)
+            wait_ready(f"Redis Cluster: node {port}", redis.Redis(host=host, port=port).ping, 30)
         subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in cluster.ports),
+            [cli, "--cluster", "create", *(f"{host}:{port}" for port in cluster.ports),
              "--cluster-replicas", "1", "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
         for port in cluster.ports:
             wait_ready(f"Redis Cluster: cluster_state on {port}",
-                       lambda port=port: _cluster_ok(port), 30)
+                       lambda port=port: _cluster_ok(host, port), 30)
         yield cluster
     finally:
         cluster.stop()
