@@ -6,11 +6,13 @@ and a real cluster: what a check reads, and a store emptied under a running writ
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Callable
 
 import redis
 from helpers import build_lease
-from redis_cluster import RedisCluster
+from redis_cluster import RedisCluster, redis_cluster
 
 from sniffer.commands import Grant, GrantEvent
 from sniffer.connection import close_redis, open_redis
@@ -150,3 +152,69 @@ def test_a_store_emptied_under_a_running_writer_asks_for_every_lease(redis_url: 
     sample = metrics.registry.get_sample_value
     assert sample("dhcp_hive_mind_store_resets_total", {"kind": "emptied"}) == 1
     assert sample("dhcp_hive_mind_reasserted_total", {"reason": "emptied"}) == 1
+
+
+def wait(condition: Callable[[], object], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass
+        assert time.monotonic() < deadline, f"no {what} after {timeout:g} s"
+        time.sleep(0.1)
+
+
+def replica_of(port: int, master: int) -> int | None:
+    """The port of the replica of the master at `master`, in sync with it, as the node at `port`
+    sees them (a new cluster's nodes learn their roles over a few seconds); None if none yet."""
+    with redis.Redis(port=port, decode_responses=True) as node:
+        lines = [line.split() for line in node.execute_command("CLUSTER", "NODES").splitlines()]
+    master_id = next(words[0] for words in lines if words[1].split("@")[0].endswith(f":{master}"))
+    for words in lines:
+        if words[3] == master_id:
+            replica = int(words[1].split("@")[0].rpartition(":")[2])
+            with redis.Redis(port=replica, decode_responses=True) as node:
+                if node.info("replication").get("master_link_status") == "up":
+                    return replica
+    return None
+
+
+def test_on_a_cluster_a_write_the_dead_master_never_passed_on_is_reasserted() -> None:
+    """hive.md H9 on a cluster: a grant the address's master took while its replica was frozen
+    (a value larger than the kernel buffers first, so that the replica, thawed, cannot read the
+    rest of the stream either), the master killed, its replica promoted without it: the writer
+    re-asserts it into the new master."""
+    ip = "192.0.2.9"
+    with redis_cluster() as nodes:
+        client, _shown = open_redis(nodes.url)
+        store = LeaseStore(client, Keys(), capture_clock=True, writer="w1")
+        writer = RedisWriter(store, Metrics(), batch_size=10, max_pending=100,
+                             probe=StoreProbe(client, Keys(), "w1"))
+        with nodes.client() as cluster:
+            primary = cluster.get_node_from_key(ip).port
+        wait(lambda: replica_of(nodes.ports[0], primary), "replica in sync", 30)
+        replica = replica_of(nodes.ports[0], primary)
+        assert replica is not None
+        lease = build_lease(ip)
+        writer.start()
+        try:
+            with redis.Redis(port=primary) as master:
+                nodes.procs[replica].send_signal(signal.SIGSTOP)
+                master.set(f"filler{{{ip}}}", b"x" * (64 << 20))  # in the address's slot
+                writer.put([(Grant(lease, GrantEvent.GRANTED, None, lease.updated + 0.5),
+                             time.time())])
+                wait(lambda: master.exists(ip), "grant in the master", 10)
+            nodes.kill(primary)
+            nodes.procs[replica].send_signal(signal.SIGCONT)
+            with redis.Redis(port=replica) as promoted:
+                wait(lambda: promoted.info("replication")["role"] == "master",
+                     "replica promoted", 60)
+                assert not promoted.exists(f"filler{{{ip}}}")  # the stream was cut before it
+                wait(lambda: promoted.exists(ip), "grant re-asserted", 60)
+                assert promoted.expiretime(ip) == lease.expires
+            assert writer.close(30) == 0
+        finally:
+            writer.close(0)
+            close_redis(client)

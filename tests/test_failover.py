@@ -36,6 +36,7 @@ from test_sniff import (  # noqa: F401  (the fixtures: found by pytest under the
 NS = "dhcp-hive-mind"
 LEASES = 5_000  # hive.md H10
 CHUNK = 250  # exchanges sent at a time, so that the capture keeps up
+FILLER, FILLER_BYTES = "h9-filler", 64 << 20  # more than a loopback connection buffers
 
 
 @pytest.fixture
@@ -147,8 +148,12 @@ def test_h9_a_write_the_dead_master_never_passed_on_is_reasserted_into_the_new_o
             master = redis.Redis(port=old, decode_responses=True)
             link.send(exchanges(0, 1))
             wait_for(lambda: master.exists(client_ip(0)), "client 0's lease in the master")
-            for replica in replicas:  # from here on the master passes nothing on
+            for replica in replicas:  # from here on the master passes nothing on ...
                 nodes.procs[replica].send_signal(signal.SIGSTOP)
+            # ... not even through the kernel: a frozen replica's socket buffers would take in
+            # the stream, and once thawed it would read what the dead master had sent. A value
+            # larger than those buffers holds the rest of the stream back in the master.
+            master.set(FILLER, "x" * FILLER_BYTES)
             link.send(exchanges(1, 1))
             wait_for(lambda: master.exists(client_ip(1)), "client 1's lease in the master")
             expires = master.hget(f"{NS}:lease:{{{client_ip(1)}}}", "expires")
@@ -158,6 +163,7 @@ def test_h9_a_write_the_dead_master_never_passed_on_is_reasserted_into_the_new_o
                 nodes.procs[replica].send_signal(signal.SIGCONT)
             wait_for(lambda: nodes.master_port() != old, "a replica promoted", timeout=60)
             with redis.Redis(port=nodes.master_port(), decode_responses=True) as new:
+                assert not new.exists(FILLER)  # the stream was cut before it, so before client 1
                 wait_for(lambda: new.exists(client_ip(1)) == 1,
                          "client 1's lease re-asserted into the new master", timeout=60)
                 assert new.hget(f"{NS}:lease:{{{client_ip(1)}}}", "expires") == expires
