@@ -356,12 +356,7 @@ class RedisWriter:
                 count, overflow = self.queue.reassert_recent(now)
             if first:
                 log.warning("Redis check failed: %s", error)
-            if count:
-                log.warning("re-asserting the %d writes Redis took in the last %g s: it may "
-                            "have lost them", count, self.queue.keep)
-                self.metrics.reasserted.labels("failure").inc(count)
-            if overflow is not None:
-                self._dropped(overflow)
+            self._reasserted_after_failure(count, overflow)
             return
         count, overflow = 0, None
         with self._cond:
@@ -393,12 +388,15 @@ class RedisWriter:
         if failure.first:
             log.warning("%s; keeping %d writes and retrying", error,
                         failure.kept - failure.reasserted)
-        if failure.reasserted:
+        self._reasserted_after_failure(failure.reasserted, failure.overflow)
+
+    def _reasserted_after_failure(self, count: int, overflow: Overflow | None) -> None:
+        if count:
             log.warning("re-asserting the %d writes Redis took in the last %g s: it may have "
-                        "lost them", failure.reasserted, self.queue.keep)
-            self.metrics.reasserted.labels("failure").inc(failure.reasserted)
-        if failure.overflow is not None:
-            self._dropped(failure.overflow)
+                        "lost them", count, self.queue.keep)
+            self.metrics.reasserted.labels("failure").inc(count)
+        if overflow is not None:
+            self._dropped(overflow)
 
     def _written(self, batch: list[Entry]) -> None:
         wall = time.time()
