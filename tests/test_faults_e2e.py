@@ -3,8 +3,9 @@ on the relay host of the namespace lab keeps capturing, holds the writes, and on
 Redis mirrors Kea's leases exactly (test_sniff_e2e's comparison: address, MAC, expiry within 3 s).
 
 Killed: SIGKILL, then a new redis-server on the same socket with the append-only file synced at
-every write, as a production Redis keeps its data; a Redis restarted empty would have lost the
-leases granted before the outage, which no client can restore. Hung: SIGSTOP, then SIGCONT.
+every write, as a production Redis keeps its data. Emptied: the same without persistence, so it
+comes back empty and the sniffer re-asserts every current lease (hive.md R-HV-8, H10). Hung:
+SIGSTOP, then SIGCONT.
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ def hang(server: RedisServer) -> tuple[Callable[[], None], Callable[[], None]]:
     return server.pause, server.resume
 
 
-@pytest.mark.parametrize("fault", [kill_and_restart, hang], ids=["killed", "hung"])
+@pytest.mark.parametrize(("fault", "persistent"), [
+    (kill_and_restart, True), (kill_and_restart, False), (hang, True)],
+    ids=["killed", "emptied", "hung"])
 def test_no_lease_is_lost_through_a_redis_outage(
         fault: Callable[[RedisServer], tuple[Callable[[], None], Callable[[], None]]],
-        tmp_path: Path) -> None:
+        persistent: bool, tmp_path: Path) -> None:
     for name in ("kea-dhcp4", "dhcrelay", "perfdhcp", "tcpdump", "dumpcap", "tshark",
                  "redis-server"):
         require_tool(name)
     require_root("the namespace lab")
-    server = RedisServer(persistent=True)
+    server = RedisServer(persistent=persistent)
     begin, end = fault(server)
     client = redis.Redis(unix_socket_path=str(server.socket), decode_responses=True)
     try:
@@ -64,10 +67,14 @@ def test_no_lease_is_lost_through_a_redis_outage(
                 end()
                 load.join()
                 sniffer.wait_output(r"INFO Redis writes resumed after \d+ s", timeout=60)
+                if not persistent:
+                    sniffer.wait_output(r"WARNING Redis lost writes \(store emptied\): "
+                                        r"re-asserting \d+ leases", timeout=30)
                 assert_mirrors(lab, client, timeout=30)
                 kea = lab.active_leases()
                 problems = differences(lab, client)
-                print(f"\n{fault.__name__}: {len(kea)} leases in Kea, "
+                shown = fault.__name__ + ("" if persistent else ", restarted empty")
+                print(f"\n{shown}: {len(kea)} leases in Kea, "
                       f"{len(redis_leases(client))} in Redis, {len(problems)} differences; "
                       f"{late_writes(sniffer.output())}; "
                       f"{packets(fetch(lab.relay, f'http://127.0.0.1:{METRICS_PORT}/metrics'))}")
