@@ -6,7 +6,7 @@ master, and a batch's write.lua calls are grouped one per slot (`Calls`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any, cast
 
@@ -124,7 +124,8 @@ class Calls:
 class SentBatch:
     """A batch's write.lua calls (in phases, see LeaseStore.apply). On a standalone Redis the
     batch is one EVALSHA, sent on a pooled connection by send() and read back by wait(), so that
-    the caller decodes the next batch while Redis runs this one.
+    the caller decodes the next batch while Redis runs this one. On a cluster send() sends the
+    first phase to the masters and wait() reads its replies, then writes the other phases.
 
     A connection that fails (sending or before the reply is read), or a Redis that has lost
     write.lua, has the batch written again the blocking way, with redis-py's retry, as apply()
@@ -136,9 +137,17 @@ class SentBatch:
         self._script = script
         self._phases = phases
         self._connection: Any = None  # redis-py's, with a reply to read
+        self._replies: Callable[[], list[Any]] | None = None  # on a cluster: the first phase's
 
     def send(self) -> None:
         store = self._store
+        if store._cluster:
+            with redis_errors("write"):
+                store._load(self._script)
+                if self._phases:
+                    self._replies = store._sent_by_master("EVALSHA", self._script.sha,
+                                                          self._phases[0])
+            return
         (call,) = (call for phase in self._phases for call in phase)
         with redis_errors("write"):
             store._load(self._script)
@@ -160,10 +169,13 @@ class SentBatch:
         phases, self._phases = self._phases, []
         if not phases:
             return
-        store, connection = self._store, self._connection
-        self._connection = None
+        store, connection, replies = self._store, self._connection, self._replies
+        self._connection = self._replies = None
         with redis_errors("write"):
-            if connection is not None:
+            if replies is not None:
+                first, *phases = phases
+                store._evalsha_replies(self._script, first, replies())
+            elif connection is not None:
                 try:
                     connection.read_response()
                     return
@@ -203,6 +215,14 @@ def _packed(command: str, script: str, call: Sequence[EncodableT]) -> bytes:
     return _pack(*call) if isinstance(call, Plain) else _pack(command, script, *call)
 
 
+def _drop(sent: list[tuple[Any, Any, list[int]]]) -> None:
+    """Give back connections whose replies were left unread: closed, as they cannot be reused."""
+    for pool, connection, _members in sent:
+        connection.disconnect()
+        pool.release(connection)
+    sent.clear()
+
+
 def _raised(replies: list[Any]) -> list[Any]:
     """The replies, unless one is an error: then the first error is raised."""
     for reply in replies:
@@ -237,7 +257,12 @@ class ScriptRunner:
         if not calls:
             return []
         self._load(script)
-        replies = self._pipelined("EVALSHA", script.sha, calls)
+        return self._evalsha_replies(script, calls, self._pipelined("EVALSHA", script.sha, calls))
+
+    def _evalsha_replies(self, script: Script, calls: Sequence[Sequence[EncodableT]],
+                         replies: list[Any]) -> list[Any]:
+        """The replies of `script`'s `calls` (EVALSHA), the calls that found it missing run
+        again after loading it; the first error raised."""
         missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             self.client.script_load(script.script)
@@ -295,13 +320,18 @@ class ScriptRunner:
 
     def _pipelined_by_master(self, command: str, script: str,
                              calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
+        return self._sent_by_master(command, script, calls)()
+
+    def _sent_by_master(self, command: str, script: str,
+                        calls: Sequence[Sequence[EncodableT]]) -> Callable[[], list[Any]]:
         """On a cluster: each call sent to the master of its slot as the client's slot map has
         it, every master's calls packed in C (`_pack`) and written on one of its connections in
         one send, to every master before any reply is read, so that the masters run them at the
         same time (redis-py's pipelines pack each argument in Python, and its cluster pipeline
         costs several times more a command). Calls a master redirects (MOVED, ASK: the map is
         out of date) or that could not reach it go again through the cluster pipeline, which
-        follows redirections, learns the new map and retries."""
+        follows redirections, learns the new map and retries. Returns the function that reads
+        the replies (errors returned, not raised), to be called before anything else is sent."""
         cluster = cast(redis.RedisCluster, self.client)
         replies: list[Any] = [None] * len(calls)
         again: list[int] = []
@@ -330,21 +360,26 @@ class ScriptRunner:
                     again += members
                     continue
                 sent.append((pool, connection, members))
-            while sent:
-                pool, connection, members = sent[0]
-                again += self._replies(connection, members, replies)
-                sent.pop(0)
-                pool.release(connection)
-        finally:
-            for pool, connection, _members in sent:  # replies left unread: not reusable
-                connection.disconnect()
-                pool.release(connection)
-        if again:
-            retried = self._pipelined_through(cluster, command, script,
-                                              [calls[n] for n in again])
-            for n, reply in zip(again, retried, strict=True):
-                replies[n] = reply
-        return replies
+        except BaseException:
+            _drop(sent)
+            raise
+
+        def read() -> list[Any]:
+            try:
+                while sent:
+                    pool, connection, members = sent[0]
+                    again.extend(self._replies(connection, members, replies))
+                    sent.pop(0)
+                    pool.release(connection)
+            finally:
+                _drop(sent)
+            if again:
+                retried = self._pipelined_through(cluster, command, script,
+                                                  [calls[n] for n in again])
+                for n, reply in zip(again, retried, strict=True):
+                    replies[n] = reply
+            return replies
+        return read
 
     @staticmethod
     def _replies(connection: Any, members: list[int], replies: list[Any]) -> list[int]:

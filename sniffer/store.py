@@ -70,9 +70,10 @@ class LeaseStore(LeaseReader):
         self.send(commands, now).wait()
 
     def send(self, commands: Sequence[Command], now: float) -> SentBatch:
-        """Send one batch as apply() does; on a standalone Redis without waiting for the reply,
-        which the batch's wait() reads, raising what apply() would. Wait for a batch before
-        sending the next (R-RD-7). On a cluster the batch is written before this returns."""
+        """Send one batch as apply() does, without waiting for the reply, which the batch's
+        wait() reads, raising what apply() would. Wait for a batch before sending the next
+        (R-RD-7). On a cluster the leases' calls are sent here, and wait() writes the rest (the
+        indexes, streams and writers hash) once they are written."""
         if not commands:
             return SentBatch(self, self._write_script, [])
         calls = Calls(self._cluster)
@@ -92,10 +93,7 @@ class LeaseStore(LeaseReader):
         leases = [call.args(head) for call in calls.by_slot.values() if call.address]
         others = [call.args(head) for call in calls.by_slot.values() if not call.address]
         sent = SentBatch(self, self._write_script, [leases, others])
-        if self._cluster:
-            sent.wait()  # the phases wait for each other, on several nodes
-        else:
-            sent.send()  # one call (Calls): one EVALSHA
+        sent.send()  # standalone, one call (Calls): one EVALSHA; a cluster, the leases' calls
         return sent
 
     def _grant(self, calls: Calls, grant: Grant, now: float) -> None:
