@@ -6,6 +6,7 @@ too; the last tests decode the real captures in ../shared/pcaps and compare with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
@@ -113,6 +114,13 @@ def test_ack_decodes_every_field() -> None:
         option_codes=(53, 54, 1, 51, 3, 12, 61),
         framing_error=False, capture_truncated=False,
     )
+
+
+def test_decode_builds_the_message_as_its_init_would() -> None:
+    """decode() sets the fields itself (no __init__): every one, none more, in the class order."""
+    msg = dec(ack(o_lease(3600), o_host("alpha")))
+    assert list(vars(msg)) == [field.name for field in dataclasses.fields(DhcpMessage)]
+    assert vars(msg) == vars(DhcpMessage(**vars(msg)))
 
 
 def test_relayed_request_decodes_every_field() -> None:
