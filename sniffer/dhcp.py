@@ -12,7 +12,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from socket import AF_INET, inet_ntoa, inet_pton
-from typing import TYPE_CHECKING
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Message types (option 53), RFC 2132 section 9.6.
 DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = range(1, 9)
@@ -71,7 +73,7 @@ class Dropped(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)  # no slots: capture builds it from a dict of its fields (new_datagram)
+@dataclass(frozen=True)  # no slots: capture builds it from a dict of its fields (built)
 class Datagram:
     """One captured UDP datagram as a capture engine delivers it (R-IN-1, R-IN-2)."""
 
@@ -85,7 +87,7 @@ class Datagram:
     frame: int = 0  # frame number in the capture file, 1-based; 0 when unknown
 
 
-@dataclass(frozen=True)  # no slots: decode() builds it from a dict of its fields
+@dataclass(frozen=True)  # no slots: decode() builds it from a dict of its fields (built)
 class DhcpMessage:
     """A decoded DHCP or BOOTP message. Every option field holds only a value passing its check
     (R-IN-10: length and form); an option failing it reads as absent."""
@@ -385,24 +387,16 @@ def _message_type(op: int, value: bytes | None, corrupt: bool) -> int | None:
     return msg_type
 
 
-if TYPE_CHECKING:  # so that mypy checks every field name and type of a call
-    new_datagram = Datagram
-else:
-    def _from_fields(cls):
-        """cls(**fields) for a frozen dataclass without slots, given all its fields by keyword,
-        for a third to a half of what its __init__ costs (one object.__setattr__ per field):
-        a Datagram 1.2 -> 0.5 us."""
-        def build(**fields):
-            obj = object.__new__(cls)
-            object.__setattr__(obj, "__dict__", fields)
-            return obj
-        return build
+def built(cls: type[T], fields: dict[str, Any]) -> T:
+    """`cls(**fields)` for a frozen dataclass without slots, given every field in the class's
+    order (the tests compare the results with instances built by __init__), for a third of what
+    its __init__ costs (one object.__setattr__ per field) and half of passing keywords on: 3.5
+    -> 1.5 us for a DhcpMessage, a tenth of decoding a packet."""
+    obj = _new(cls)
+    _set(obj, "__dict__", fields)
+    return obj
 
-    new_datagram = _from_fields(Datagram)
 
-# decode() builds its DhcpMessage from a dict literal of every field, in the class's order (the
-# tests compare it with messages built by __init__): passing 36 keywords to a builder cost a
-# microsecond more, a tenth of the decoder's time.
 _new = object.__new__
 _set = object.__setattr__
 
@@ -430,8 +424,7 @@ def decode(datagram: Datagram) -> DhcpMessage:
     relay_ids = _relay_agent_info(value) if (value := get(82)) is not None else None
     client_id = get(61)
     lease_time = get(51)
-    message = _new(DhcpMessage)
-    _set(message, "__dict__", {
+    return built(DhcpMessage, {
         "ts": datagram.ts,
         "src": datagram.src,
         "dst": datagram.dst,
@@ -472,4 +465,3 @@ def decode(datagram: Datagram) -> DhcpMessage:
         "framing_error": framing_error,
         "capture_truncated": datagram.truncated,
     })
-    return message

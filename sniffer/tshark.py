@@ -25,7 +25,7 @@ from pyshark.tshark.tshark import (
     get_tshark_version,
 )
 
-from sniffer.dhcp import Datagram, new_datagram
+from sniffer.dhcp import Datagram, built
 from sniffer.errors import HiveError
 
 DEFAULT_PORTS = (67, 68)
@@ -141,7 +141,7 @@ def to_datagram(values: Sequence[str], ports: frozenset[int]) -> Datagram | None
     must not be the copy an ICMP error quotes, and must use one of the ports: the display filter
     matches a port at any layer.
     """
-    if len(values) != len(FIELDS):
+    if len(values) != _FIELD_COUNT:
         return None
     frame, ts, protocols, src, dst, ip_len, ip_hdr_len, sport, dport, udp_len, payload = values
     try:
@@ -154,18 +154,16 @@ def to_datagram(values: Sequence[str], ports: frozenset[int]) -> Datagram | None
         data, truncated = _bounded(
             bytes.fromhex(payload), int(udp_len) if udp_len else None, ip_room
         )
-        return new_datagram(  # Datagram(...) costs twice as much
-            ts=float(ts),
-            src=src,
-            dst=dst,
-            sport=source_port,
-            dport=destination_port,
-            payload=data,
-            truncated=truncated,
-            frame=int(frame),
-        )
+        # Every field in the class's order, as Datagram(...) would set them, in a third of the
+        # time (see sniffer.dhcp.built).
+        return built(Datagram, {"ts": float(ts), "src": src, "dst": dst, "sport": source_port,
+                                "dport": destination_port, "payload": data,
+                                "truncated": truncated, "frame": int(frame)})
     except ValueError:
         return None
+
+
+_FIELD_COUNT = len(FIELDS)
 
 
 # A capture holds a handful of distinct protocol stacks: remembering the answer saves 0.5 us of
