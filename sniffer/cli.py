@@ -32,7 +32,7 @@ from sniffer.listing import Query, SortKey, listing
 from sniffer.live import SniffConfig, Sniffer, run_sniffer, run_sniffer_with_view
 from sniffer.logs import configure_logging, log
 from sniffer.migrate import migrate as migrate_store
-from sniffer.pipeline import Pipeline
+from sniffer.pipeline import Pipeline, collect_less
 from sniffer.printing import (
     DECODE_HEADER,
     decode_row,
@@ -302,6 +302,7 @@ def replay(
                        warn=lambda warning: err.print(safe(f"warning: {warning}"))):
         tracker = Tracker(config)
         tracker.restore(store.load())
+        collect_less()
         pipeline = Pipeline(tracker, store)
         started = time.monotonic()
         try:
@@ -598,6 +599,7 @@ def sniff(
                         "rogue servers included")
         tracker = Tracker(config)
         tracker.restore(store.load())
+        collect_less()
         sniffer = Sniffer(sniff_config, tracker, store)
         sniffer.metrics.clock_skew.set_function(lambda: heartbeat.skew)
         if with_view:
