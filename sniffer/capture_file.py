@@ -102,10 +102,11 @@ class FileCapture:
         self._reader.close()
 
     def _datagrams(self) -> Generator[Datagram, None, None]:
-        rows = self._reader.rows(self.ports)
+        ports = self.ports
+        rows = self._reader.rows(ports)
         try:
             for values in rows:
-                datagram = to_datagram(values, self.ports)
+                datagram = to_datagram(values, ports)
                 if datagram is None:
                     self.skipped += 1
                 else:

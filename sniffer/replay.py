@@ -140,10 +140,11 @@ def _progress(console: Console) -> Progress:
     return Progress(*columns, console=console, transient=False)
 
 
-def _paced(datagrams: Iterable[Datagram], pace: Pace) -> Iterator[Datagram]:
-    if pace is Pace.fast:
-        yield from datagrams
-        return
+def _paced(datagrams: Iterable[Datagram], pace: Pace) -> Iterable[Datagram]:
+    return datagrams if pace is Pace.fast else _realtime(datagrams)
+
+
+def _realtime(datagrams: Iterable[Datagram]) -> Iterator[Datagram]:
     first: float | None = None
     started = time.monotonic()
     for datagram in datagrams:
