@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Protocol
 
 from sniffer.dhcp import Datagram
-from sniffer.pyshark_engine import PysharkReader
 from sniffer.tshark import (
     DEFAULT_PORTS,
     CaptureError,
@@ -59,10 +58,12 @@ class FileCapture:
         self.size = stdin_size(engine) if self.stdin else _readable_size(self.path)
         self.skipped = 0  # matched frames that are not an IPv4 UDP datagram on our ports
         find_tshark()  # its version is checked if it fails; pyshark's engine reads it
-        self._reader: _Reader = (
-            _TsharkReader(self.path, self.label, self.stdin) if engine == "tshark"
-            else PysharkReader(self.path)
-        )
+        if engine == "tshark":
+            self._reader: _Reader = _TsharkReader(self.path, self.label, self.stdin)
+        else:  # imported only when asked for: pyshark takes 20 ms to import
+            from sniffer.pyshark_engine import PysharkReader
+
+            self._reader = PysharkReader(self.path)
         self._iterator: Generator[Datagram, None, None] | None = None
         self._done = False
 

@@ -18,13 +18,6 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
-from pyshark.tshark.tshark import (
-    TSharkNotFoundException,
-    TSharkVersionException,
-    get_process_path,
-    get_tshark_version,
-)
-
 from sniffer.dhcp import Datagram, built
 from sniffer.errors import HiveError
 
@@ -75,6 +68,9 @@ class _TooOld(CaptureError):
 @functools.cache
 def find_tshark() -> str:
     """Path of the tshark executable."""
+    # pyshark is imported here, not at start-up: the whole package comes with it (18 ms).
+    from pyshark.tshark.tshark import TSharkNotFoundException, get_process_path
+
     try:
         return str(get_process_path())
     except TSharkNotFoundException:
@@ -84,6 +80,8 @@ def find_tshark() -> str:
 @functools.cache
 def tshark_version() -> str:
     """tshark's version, such as "4.0.17"; CaptureError if it is older than MIN_TSHARK_VERSION."""
+    from pyshark.tshark.tshark import TSharkVersionException, get_tshark_version
+
     path = find_tshark()
     try:
         version = get_tshark_version(path)
