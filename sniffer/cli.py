@@ -170,6 +170,7 @@ def _tracker_config(allow_server: list[str] | None, strict_source: bool,
         default_prefix_len=prefix_len,
         track_bootp=bootp,
         capture_clock=capture_clock,
+        end_unknown_bindings=True,
     )
 
 

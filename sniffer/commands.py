@@ -6,7 +6,7 @@ apart from both, they let the store know nothing of the tracker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sniffer.dhcp import DhcpMessage
@@ -52,6 +52,10 @@ class Grant:
     event: GrantEvent
     previous: Lease | None = None
     ts: float = 0.0  # capture time of the reply; 0: unknown, the lease's `updated` second
+    # The prefix length of the client's subnet, where the client's other records are
+    # superseded (G14), also against other writers' records in the store (hive.md R-HV-6);
+    # None: no supersede. Where the write is checked, not what it writes: not compared.
+    subnet_prefix: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,10 @@ class Revoke:
     lease: Lease
     reason: RevokeReason
     ts: float = 0.0  # capture time of the packet that caused it
+    # False: a binding the tracker did not hold (`lease` carries only the address and the
+    # client the packet names), ended in the store only if the store's record is that
+    # client's, when other writers share the store (hive.md R-HV-6).
+    held: bool = True
 
 
 @dataclass(frozen=True, slots=True)

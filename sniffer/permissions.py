@@ -44,7 +44,9 @@ def writing_commands(keys: Keys, writer: str) -> list[tuple[str, ...]]:
     # The address's and the MAC's histories, added to and trimmed.
     for key in (keys.log(ip), keys.mac_log(SAMPLE_MAC)):
         commands += [("ZADD", key, "GT", "1", ip), ("ZREMRANGEBYSCORE", key, "-inf", "0"),
-                     ("ZREMRANGEBYRANK", key, "0", "-1001"), ("TTL", key), ("EXPIRE", key, "1")]
+                     ("ZREMRANGEBYRANK", key, "0", "-1001"), ("TTL", key), ("EXPIRE", key, "1"),
+                     ("ZRANGEBYSCORE", key, "0", "+inf"), ("ZREVRANGE", key, "0", "1"),
+                     ("ZREM", key, ip)]
     commands += [("ZADD", keys.expiry, "1", ip), ("ZREM", keys.expiry, ip),
                  ("ZSCAN", keys.expiry, "0"), ("TYPE", keys.expiry),
                  ("XADD", keys.events, "*", "event", "probe"),

@@ -73,7 +73,7 @@ class Pipeline:
                 if isinstance(command, Grant):
                     stats["written"] += 1
                 elif isinstance(command, Revoke):
-                    stats["deleted"] += 1
+                    stats["deleted"] += command.held
                 elif isinstance(command, Rejected):
                     stats["rejected"] += 1
                     if command.reason in ROGUE_REASONS:

@@ -35,8 +35,9 @@ def _bytes(value: EncodableT) -> bytes:
 # write.lua's operations that, when a call holds nothing else, on its one key, are sent as one
 # plain command instead (op -> command, record length): on a cluster most index calls are one
 # SADD or SREM, which costs Redis and the client less than a script call.
-PLAIN = {"A": ("SADD", 3), "S": ("SREM", 3), "Z": ("ZADD", 4), "z": ("ZREM", 3),
-         "W": ("HSET", 4)}
+# (Not W: write.lua replies the writers hash's length after it, which tells the store whether
+# other writers share it.)
+PLAIN = {"A": ("SADD", 3), "S": ("SREM", 3), "Z": ("ZADD", 4), "z": ("ZREM", 3)}
 
 
 class Plain(list[EncodableT]):
@@ -48,7 +49,8 @@ class Call:
     """One call of write.lua: the keys it declares (name -> index in KEYS, from 1), the schemas
     its records use ((n-detail, names) -> number) and its records."""
 
-    def __init__(self) -> None:
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
         self.keys: dict[str, int] = {}
         self.records: list[EncodableT] = []
         self.address = False  # whether it writes a lease (sent before the index writes)
@@ -95,62 +97,55 @@ class Call:
         return plain
 
 
-def call_with(call: Call, calls: Calls, key: str, op: str, *tail: EncodableT) -> int:
-    """`key`'s number in `call` if it shares the call's slot, the change being made by the
-    call's own operation; else 0, and operation `op key *tail` goes in the call of its slot."""
-    target = calls.at(key)
-    if target is call:
-        return call.key(key)
-    target.records += (op, target.key(key), *tail)
-    return 0
-
-
 class Calls:
     """A batch's write.lua calls: one per Redis Cluster slot, so that each touches one slot; a
     standalone Redis has one slot here, so the whole batch is one call."""
 
     def __init__(self, cluster: bool) -> None:
-        self._cluster = cluster
+        self.cluster = cluster
         self.by_slot: dict[int, Call] = {}
 
+    def slot(self, key: str) -> int:
+        return key_slot(key.encode()) if self.cluster else 0
+
     def at(self, key: str) -> Call:
-        slot = key_slot(key.encode()) if self._cluster else 0
+        slot = self.slot(key)
         call = self.by_slot.get(slot)
         if call is None:
-            call = self.by_slot[slot] = Call()
+            call = self.by_slot[slot] = Call(slot)
         return call
 
 
 class SentBatch:
-    """A batch's write.lua calls (in phases, see LeaseStore.apply). On a standalone Redis the
-    batch is one EVALSHA, sent on a pooled connection by send() and read back by wait(), so that
-    the caller decodes the next batch while Redis runs this one. On a cluster send() sends the
-    first phase to the masters and wait() reads its replies, then writes the other phases.
+    """A batch's write.lua calls, and what to do with their replies (`after`: the store's
+    writes that depend on what the calls did). On a standalone Redis the batch is one EVALSHA,
+    sent on a pooled connection by send() and read back by wait(), so that the caller decodes
+    the next batch while Redis runs this one. On a cluster send() sends the calls to the
+    masters and wait() reads their replies.
 
     A connection that fails (sending or before the reply is read), or a Redis that has lost
     write.lua, has the batch written again the blocking way, with redis-py's retry, as apply()
     always did; a reply that does not come in time is a failure (StoreError), as it was."""
 
-    def __init__(self, store: ScriptRunner, script: Script,
-                 phases: list[list[list[EncodableT]]]) -> None:
+    def __init__(self, store: ScriptRunner, script: Script, calls: list[list[EncodableT]],
+                 after: Callable[[list[Any]], None] | None = None) -> None:
         self._store = store
         self._script = script
-        self._phases = phases
+        self._calls = calls
+        self._after = after
         self._connection: Any = None  # redis-py's, with a reply to read
-        self._replies: Callable[[], list[Any]] | None = None  # on a cluster: the first phase's
+        self._replies: Callable[[], list[Any]] | None = None  # on a cluster: reads the replies
 
     def send(self) -> None:
         store = self._store
-        if store._cluster:
-            with redis_errors("write"):
-                store._load(self._script)
-                if self._phases:
-                    self._replies = store._sent_by_master("EVALSHA", self._script.sha,
-                                                          self._phases[0])
-            return
-        (call,) = (call for phase in self._phases for call in phase)
         with redis_errors("write"):
             store._load(self._script)
+            if store._cluster:
+                if self._calls:
+                    self._replies = store._sent_by_master("EVALSHA", self._script.sha,
+                                                          self._calls)
+                return
+            (call,) = self._calls
             pool = store.client.connection_pool
             connection: Any = None
             try:
@@ -164,21 +159,22 @@ class SentBatch:
             self._connection = connection
 
     def wait(self) -> None:
-        """Read the reply (or write the batch, if it was not sent); StoreError if the write
-        failed."""
-        phases, self._phases = self._phases, []
-        if not phases:
-            return
+        """Read the replies (or write the batch, if it was not sent) and act on them;
+        StoreError if the write failed."""
+        calls, after, self._calls, self._after = self._calls, self._after, [], None
+        replies = self._read(calls) if calls else []
+        if after is not None:
+            after(replies)
+
+    def _read(self, calls: list[list[EncodableT]]) -> list[Any]:
         store, connection, replies = self._store, self._connection, self._replies
         self._connection = self._replies = None
         with redis_errors("write"):
             if replies is not None:
-                first, *phases = phases
-                store._evalsha_replies(self._script, first, replies())
-            elif connection is not None:
+                return store._evalsha_replies(self._script, calls, replies())
+            if connection is not None:
                 try:
-                    connection.read_response()
-                    return
+                    return [connection.read_response()]
                 except redis.TimeoutError:
                     # A hung Redis: the batch may still run when it wakes, so it is not sent
                     # again here; the caller sees the failure (a writer retries, loudly).
@@ -195,7 +191,7 @@ class SentBatch:
                     raise
                 finally:
                     store.client.connection_pool.release(connection)
-            store._write(self._script, phases)
+            return store._evalsha(self._script, calls)
 
 
 def _pack(*command: EncodableT) -> bytes:
@@ -242,12 +238,6 @@ class ScriptRunner:
 
     def close(self) -> None:
         close_redis(self.client)
-
-    def _write(self, script: Script,
-               phases: Sequence[Sequence[Sequence[EncodableT]]]) -> None:
-        """Run write.lua's calls, phase after phase, waiting for each."""
-        for phase in phases:
-            self._evalsha(script, phase)
 
     def _evalsha(self, script: Script, calls: Sequence[Sequence[EncodableT]]) -> list[Any]:
         """Run `script` once for each argument list (numkeys, keys, args), pipelined, and return

@@ -9,23 +9,30 @@ from __future__ import annotations
 import math
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from redis.typing import EncodableT
 
-from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
+from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke, RevokeReason
+from sniffer.connection import redis_errors
 from sniffer.dhcp import ZERO
-from sniffer.history import MICRO, grant_member, revoke_member
-from sniffer.keys import Keys
+from sniffer.history import GRANT, MICRO, grant_member, parse_member, revoke_member, version
+from sniffer.keys import Keys, ipv4_number
+from sniffer.lease import Lease, same_client
 from sniffer.permissions import check_writes
 from sniffer.reader import LeaseReader
-from sniffer.scripts import Call, Calls, SentBatch, call_with, lua
+from sniffer.scripts import Call, Calls, SentBatch, lua, text
 
 # Rogue servers counted one by one, in the rogue-server hash and in a sniffer's own summary;
 # forged server identifiers must not grow either without end.
 ROGUE_SERVERS_MAX = 1000
 HISTORY_DAYS = 30.0  # how long an address's history is kept, by default
 HISTORY_MAX = 1000  # events kept per address: a flood on one address cannot grow its history
+# Two sightings of one packet (twin sniffers, a replay, a re-assertion) closer than this are one
+# event (hive.md R-HV-3); a twin's clock may differ by up to the allowed skew.
+DUPLICATE_WINDOW = MICRO
 
 WRITE_LUA = lua("write")
 
@@ -50,6 +57,9 @@ class LeaseStore(LeaseReader):
         self.writer = writer or socket.gethostname()
         super().__init__(client, keys)
         self._write_script = client.register_script(WRITE_LUA)
+        # Whether other writers share the store (the writers hash lists another): then each
+        # grant is also checked against their records (R-HV-6). Once seen, for good.
+        self._others = False
 
     def check_writes(self) -> None:
         """Refuse, in one line, a Redis user whose ACL lacks a right the writes need (at start,
@@ -62,10 +72,13 @@ class LeaseStore(LeaseReader):
 
         Every write goes through write.lua (about 35 arguments a lease instead of fifteen redis-py
         commands and their 80 arguments), one call per slot (hive.md R-HV-7): on a standalone
-        Redis the whole batch is one atomic call; on a cluster each address's seed and detail
-        hashes change in one atomic call on its slot, and the indexes (by MAC, by client-id,
-        the expiry set), the streams and the writers hash are written after the leases, by
-        idempotent commands on their own slots. Calls are pipelined (per node on a cluster).
+        Redis the whole batch is one atomic call; on a cluster each address's change is one
+        atomic call on its slot. Each grant or deletion joins the address's log, from which the
+        script recomputes the record (R-HV-3: whatever the order writers' events arrive in).
+        What depends on the result (the indexes by MAC and client-id and the expiry set when
+        they live on other slots, a record of another writer that was replaced) and the streams
+        and the writers hash on other slots are written after, by idempotent commands.
+        Calls are pipelined (per node on a cluster).
         """
         self.send(commands, now).wait()
 
@@ -76,27 +89,120 @@ class LeaseStore(LeaseReader):
         indexes, streams and writers hash) once they are written."""
         if not commands:
             return SentBatch(self, self._write_script, [])
-        calls = Calls(self._cluster)
+        batch = _Batch(self._cluster)
         for command in commands:
             match command:
                 case Grant():
-                    self._grant(calls, command, now)
-                case Revoke():
-                    self._revoke(calls, command)
+                    self._grant(batch, command, now)
+                case Revoke() if command.held or self._others:
+                    self._revoke(batch, command)
                 case Rejected() if command.reason in ROGUE_REASONS:
-                    self._rogue(calls, command)
-        writers = calls.at(self.keys.writers)
+                    self._rogue(batch, command)
+        writers = batch.writers = batch.other(self.keys.writers)
         writers.records += ("W", writers.key(self.keys.writers), self.writer,
                             str(math.floor(now)))
-        head: list[EncodableT] = [self.stream_maxlen, ROGUE_SERVERS_MAX,
-                                  self.history_seconds * MICRO, self.history_max]
-        leases = [call.args(head) for call in calls.by_slot.values() if call.address]
-        others = [call.args(head) for call in calls.by_slot.values() if not call.address]
-        sent = SentBatch(self, self._write_script, [leases, others])
+        calls = [call.args(self._head) for call in batch.calls.by_slot.values()]
+        sent = SentBatch(self, self._write_script, calls, lambda replies: self._after(
+            batch, replies, now))
         sent.send()  # standalone, one call (Calls): one EVALSHA; a cluster, the leases' calls
         return sent
 
-    def _grant(self, calls: Calls, grant: Grant, now: float) -> None:
+    @property
+    def _head(self) -> list[EncodableT]:
+        return [self.stream_maxlen, ROGUE_SERVERS_MAX, self.history_seconds * MICRO,
+                self.history_max, DUPLICATE_WINDOW]
+
+    def _after(self, batch: _Batch, replies: list[Any], now: float) -> None:
+        """The writes that follow a batch's lease calls: the other slots' writes of the
+        operations that changed a record, taking a replaced or deleted record of another
+        client out of the indexes, and, when other writers share the store, supersede against
+        their records."""
+        later, written = batch.later, []
+        replies_by_slot = dict(zip(batch.calls.by_slot, replies, strict=True))
+        for slot, reply in replies_by_slot.items():
+            results = [text(v) for v in reply] if isinstance(reply, list) else []
+            for n, pending in enumerate(batch.pending.get(slot, [])):
+                code, mac, client_id = results[3 * n:3 * n + 3] or ("", "", "")
+                if code == "w" and pending.grant is not None:
+                    written.append(pending.grant)
+                for changed, op, key, tail in pending.writes:
+                    if code in changed:
+                        target = later.at(key)
+                        if op == "E":  # an event: its names, then its values
+                            names, values = tail
+                            target.records += ("E", target.key(key), target.schema(0, names),
+                                               *values)
+                        else:
+                            target.records += (op, target.key(key), *tail)
+                for key in self._index_keys(mac or None, client_id or None):
+                    if key not in pending.removed:
+                        target = later.at(key)
+                        target.records += ("S", target.key(key), pending.ip)
+        if later.by_slot:
+            replies_by_slot.update(zip(later.by_slot, self._evalsha(
+                self._write_script, [call.args(self._head) for call in later.by_slot.values()]),
+                                       strict=True))
+        if batch.writers is not None:  # write.lua's W counts the writers after its own
+            counted = replies_by_slot.get(batch.writers.slot)
+            if isinstance(counted, list) and counted and int(counted[-1]) > 1:
+                self._others = True
+        if self._others and written:
+            self._supersede(written, now)
+
+    def _supersede(self, grants: list[Grant], now: float) -> None:
+        """G14 against the store (hive.md R-HV-6): another writer may hold the client's record
+        at another address of the same subnet. The older of the two is superseded at the newer
+        one's version, both ways: an older record elsewhere, or this grant itself when the
+        client's record elsewhere is newer. Read after this batch's own index writes, so of two
+        writers racing, the later reader sees the other's record."""
+        keys = self.keys
+        wanted = [(grant, key) for grant in grants if grant.subnet_prefix is not None
+                  for key in self._index_keys(grant.lease.mac, grant.lease.client_id)]
+        if not wanted:
+            return
+        with redis_errors("read"):
+            pipe = self.client.pipeline(transaction=False)
+            for _, key in wanted:
+                pipe.smembers(key)
+            members = pipe.execute()
+            found: dict[tuple[int, str], Grant] = {}
+            for (grant, _), ips in zip(wanted, members, strict=True):
+                prefix = grant.subnet_prefix or 0
+                mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+                subnet = (ipv4_number(grant.lease.ip) or 0) & mask
+                for address in map(text, ips):
+                    number = ipv4_number(address)
+                    if (address != grant.lease.ip and number is not None
+                            and number & mask == subnet):
+                        found[(id(grant), address)] = grant
+            if not found:
+                return
+            pipe = self.client.pipeline(transaction=False)
+            for _, ip in found:
+                pipe.hgetall(keys.lease(ip))
+                pipe.zrevrange(keys.log(ip), 0, 15, withscores=True)
+            read = pipe.execute()
+        revokes: list[Command] = []
+        for n, grant in enumerate(found.values()):
+            fields, log = read[2 * n], read[2 * n + 1]
+            try:
+                other = Lease.from_fields({text(k): text(v) for k, v in fields.items()})
+            except ValueError:
+                continue  # no record there (any more), or not ours
+            if not same_client(other.identity, grant.lease.identity):
+                continue
+            theirs = next((event.version for event in (parse_member(text(m)) for m, _ in log)
+                           if event is not None and event.kind == GRANT),
+                          other.updated * MICRO)
+            mine = version(grant.ts, grant.lease)
+            if theirs < mine:
+                revokes.append(Revoke(other, RevokeReason.SUPERSEDED, mine / MICRO))
+            elif theirs > mine:
+                revokes.append(Revoke(grant.lease, RevokeReason.SUPERSEDED, theirs / MICRO))
+        if revokes:
+            self.send(revokes, now).wait()
+
+    def _grant(self, batch: _Batch, grant: Grant, now: float) -> None:
         lease, previous, keys = grant.lease, grant.previous, self.keys
         detail = {**lease.detail_fields(), "writer": self.writer}
         extra = _extra(event=grant.event, ts=str(lease.updated),
@@ -112,87 +218,125 @@ class LeaseStore(LeaseReader):
             expire, seconds = "EXPIRE", lease.lease_time
             score = math.floor(now) + lease.lease_time
         ip, names = lease.ip, (*detail, *extra)
-        if previous is not None:
-            self._index(calls, "S", ip, previous.mac, previous.client_id)
-        call = self._lease_call(calls, ip)
-        stream = self._stream(call, calls, keys.events, names, (*detail.values(),
-                                                                *extra.values()))
+        call, pending = batch.lease(keys.seed(ip), ip)
+        pending.grant = grant
+        new_keys = self._index_keys(lease.mac, lease.client_id)
+        if previous is not None:  # the tracker's own record it replaced
+            for key in self._index_keys(previous.mac, previous.client_id):
+                if key not in new_keys:
+                    pending.removed.add(key)
+                    if pending.put(REPLACED, key, "S", ip):
+                        call.records += ("S", call.key(key), ip)
+        stream = pending.put(LOGGED, keys.events, "E", names,
+                             (*detail.values(), *extra.values()))
         version, member = grant_member(grant)
+        macs, cids = (pending.put(WRITTEN, key, "A", ip) if key else 0
+                      for key in self._index_pair(lease.mac, lease.client_id))
+        expiry = pending.put(WRITTEN, keys.expiry, "Z", score, ip)
+        if expiry == 0:
+            pending.writes.append((ENDED, "z", keys.expiry, (ip,)))
         call.records += ("L", call.key(keys.seed(ip)), call.key(keys.lease(ip)), stream,
-                         *self._indexes(call, calls, "A", ip, lease.mac, lease.client_id),
-                         call_with(call, calls, keys.expiry, "Z", score, ip), score, expire,
-                         seconds, call.key(keys.log(ip)), version, member,
-                         self.history_seconds + lease.lease_time,
+                         macs, cids, expiry, score, expire, seconds, call.key(keys.log(ip)),
+                         version, member, self.history_seconds + lease.lease_time,
                          call.schema(len(detail), names))
         call.records += detail.values()
         call.records += extra.values()
         if lease.mac is not None:  # where `history MAC` looks: the latest end of its grants
             mac_log = keys.mac_log(lease.mac)
-            macs = calls.at(mac_log)
-            macs.records += ("M", macs.key(mac_log),
-                             "inf" if lease.expires is None else lease.expires, ip,
-                             version // MICRO - self.history_seconds - 1,
-                             self.history_seconds + lease.lease_time)
+            macs_call = batch.other(mac_log)
+            macs_call.records += ("M", macs_call.key(mac_log),
+                                  "inf" if lease.expires is None else lease.expires, ip,
+                                  version // MICRO - self.history_seconds - 1,
+                                  self.history_seconds + lease.lease_time)
 
-    def _revoke(self, calls: Calls, revoke: Revoke) -> None:
+    def _revoke(self, batch: _Batch, revoke: Revoke) -> None:
         lease, keys = revoke.lease, self.keys
         event = lease.detail_fields()
         event.update(_extra(event="deleted", reason=revoke.reason, writer=self.writer,
                             ts=str(math.floor(revoke.ts)) if revoke.ts else None))
         ip, names = lease.ip, tuple(event)
-        call = self._lease_call(calls, ip)
-        stream = self._stream(call, calls, keys.events, names, tuple(event.values()))
+        call, pending = batch.lease(keys.seed(ip), ip)
+        stream = pending.put(LOGGED, keys.events, "E", names, tuple(event.values()))
         version, member = revoke_member(revoke)
-        # Kept while the binding it ended could have lasted (R-HV-4), and the retention.
+        macs, cids = (pending.put(ENDED, key, "S", ip) if key else 0
+                      for key in self._index_pair(lease.mac, lease.client_id))
+        pending.removed.update(self._index_keys(lease.mac, lease.client_id))
         call.records += ("D", call.key(keys.seed(ip)), call.key(keys.lease(ip)), stream,
-                         *self._indexes(call, calls, "S", ip, lease.mac, lease.client_id),
-                         call_with(call, calls, keys.expiry, "z", ip), call.key(keys.log(ip)),
+                         macs, cids, pending.put(ENDED, keys.expiry, "z", ip),
+                         call.key(keys.log(ip)),
                          version, member, self.history_seconds + lease.lease_time,
                          call.schema(0, names))
         call.records += event.values()
 
-    def _lease_call(self, calls: Calls, ip: str) -> Call:
-        call = calls.at(self.keys.seed(ip))
-        call.address = True
-        return call
+    def _index_pair(self, mac: str | None, client_id: str | None) -> tuple[str | None, ...]:
+        """A client's index keys, by MAC and by client-id (None where it has none)."""
+        return (self.keys.by_mac(mac) if mac else None,
+                self.keys.by_client_id(client_id) if client_id else None)
 
-    @staticmethod
-    def _stream(call: Call, calls: Calls, stream: str, names: tuple[str, ...],
-                values: Sequence[str]) -> int:
-        """The stream's index in `call` when the stream shares its slot (always on a standalone
-        Redis: the event goes with the lease); else 0, and the event goes in the stream's call."""
-        target = calls.at(stream)
-        if target is call:
-            return call.key(stream)
-        target.records += ("E", target.key(stream), target.schema(0, names), *values)
-        return 0
+    def _index_keys(self, mac: str | None, client_id: str | None) -> list[str]:
+        """The index keys a client is listed under."""
+        return [key for key in self._index_pair(mac, client_id) if key is not None]
 
-    def _indexes(self, call: Call, calls: Calls, op: str, ip: str, mac: str | None,
-                 client_id: str | None) -> tuple[int, int]:
-        """The MAC and client-id index entries of a lease written (op A) or deleted (S) by
-        `call`: their keys' numbers in it when they share its slot (always on a standalone
-        Redis: fewer arguments), else 0, and the change goes in their own calls."""
-        return (call_with(call, calls, self.keys.by_mac(mac), op, ip) if mac else 0,
-                call_with(call, calls, self.keys.by_client_id(client_id), op, ip)
-                if client_id else 0)
-
-    def _index(self, calls: Calls, op: str, ip: str, mac: str | None,
-               client_id: str | None) -> None:
-        for key in (self.keys.by_mac(mac) if mac else None,
-                    self.keys.by_client_id(client_id) if client_id else None):
-            if key is not None:
-                call = calls.at(key)
-                call.records += (op, call.key(key), ip)
-
-    def _rogue(self, calls: Calls, rejected: Rejected) -> None:
+    def _rogue(self, batch: _Batch, rejected: Rejected) -> None:
         msg, keys = rejected.msg, self.keys
         server = msg.server  # R-SV-1: option 54, else the source address
         event = _extra(
             event="rejected", reason=rejected.reason, type=msg.type_name, server=server,
             src=msg.src, mac=msg.mac, ip=msg.yiaddr if msg.yiaddr != ZERO else None,
             xid=f"{msg.xid:08x}", ts=str(math.floor(msg.ts)), writer=self.writer)
-        counts = calls.at(keys.rogue_servers)
+        counts = batch.other(keys.rogue_servers)
         counts.records += ("C", counts.key(keys.rogue_servers), server)
-        stream = calls.at(keys.rogue)
+        stream = batch.other(keys.rogue)
         stream.records += ("E", stream.key(keys.rogue), stream.schema(0, tuple(event)),
                            *event.values())
+
+
+# The results of a lease operation (write.lua) that its other writes wait for.
+WRITTEN, ENDED, REPLACED, LOGGED = (frozenset("w"), frozenset("x"), frozenset("wx"),
+                                    frozenset("wxs"))
+Write = tuple[frozenset[str], str, str, tuple[Any, ...]]  # results, op, key, arguments
+
+
+@dataclass
+class _Pending:
+    """A lease operation's writes on other slots, made after it by its result, and the index
+    keys its own call takes the address out of."""
+
+    ip: str
+    calls: Calls
+    call: Call
+    grant: Grant | None = None  # a grant's pending writes: checked against the store after
+    writes: list[Write] = field(default_factory=list)
+    removed: set[str] = field(default_factory=set)
+
+    def put(self, changed: frozenset[str], key: str, op: str, *tail: Any) -> int:
+        """A write made by `changed` results: in the call (write.lua makes it by the result;
+        the key's number there returned) when its key shares the call's slot, else after."""
+        if self.calls.slot(key) == self.call.slot:
+            return self.call.key(key)
+        self.writes.append((changed, op, key, tail))
+        return 0
+
+
+class _Batch:
+    """A batch being built: the lease calls (one per slot; on a standalone Redis one call that
+    holds every write), their pending writes on other slots (per slot, in order), and the
+    writes on other slots that wait for nothing (`later`)."""
+
+    def __init__(self, cluster: bool) -> None:
+        self.calls = Calls(cluster)
+        self.later = Calls(cluster)
+        self.pending: dict[int, list[_Pending]] = {}
+        self.writers: Call | None = None  # the call registering the writer
+
+    def lease(self, seed: str, ip: str) -> tuple[Call, _Pending]:
+        call = self.calls.at(seed)
+        call.address = True
+        pending = _Pending(ip, self.calls, call)
+        self.pending.setdefault(call.slot, []).append(pending)
+        return call, pending
+
+    def other(self, key: str) -> Call:
+        """The call of a write that waits for nothing: the batch's own call on a standalone
+        Redis, else one made after the lease calls."""
+        return (self.later if self.calls.cluster else self.calls).at(key)

@@ -76,6 +76,9 @@ class TrackerConfig:
     default_prefix_len: int = 24
     track_bootp: bool = True
     capture_clock: bool = False  # True: G9 applies (live sniffing, replay --as-captured)
+    # Also ask the store to end bindings this tracker does not hold, which a RELEASE, DECLINE
+    # or NAK names: another writer may have seen the grant (hive.md R-HV-6).
+    end_unknown_bindings: bool = False
 
 
 class _Txn:
@@ -264,9 +267,9 @@ class Tracker:
         if allowed and msg.server_id is not None and msg.server_id not in allowed:
             return []
         record = self._current(ip, math.floor(msg.ts))
-        if record is None or not same_client(record.identity,
-                                             _msg_identity(msg, msg.client_id)):
-            return []
+        identity = _msg_identity(msg, msg.client_id)
+        if record is None or not same_client(record.identity, identity):
+            return self._unknown(ip, msg, identity, reason)
         self._remove(ip)
         self.counters[counter] += 1
         return [Revoke(record, reason, msg.ts)]
@@ -303,9 +306,10 @@ class Tracker:
             return self._reject(RejectReason.ALREADY_EXPIRED, msg)
         # G10-G12: the record's identity, hostname and relay fields
         lease = self._new_lease(msg, txn, record, server, lease_time, second)
-        commands: list[Command] = [self._write(lease, record, msg.ts)]  # G13 write, replacing
-        if self.config.supersede_same_subnet:  # G14 supersede on the same subnet
-            commands.extend(self._supersede(lease, msg))
+        mask = self._mask(msg) if self.config.supersede_same_subnet else None
+        commands: list[Command] = [self._write(lease, record, msg.ts, mask)]  # G13 write
+        if mask is not None:  # G14 supersede on the same subnet
+            commands.extend(self._supersede(lease, msg, mask))
         self._decide(txn, msg, server)  # G15 the transaction is decided by this server
         if txn is not None and txn.selected is not None and txn.selected != server:
             self.counters["ack_not_selected"] += 1
@@ -364,7 +368,8 @@ class Tracker:
             return prev.hostname, "prev"
         return None, None
 
-    def _write(self, lease: Lease, record: Lease | None, ts: float) -> Grant:
+    def _write(self, lease: Lease, record: Lease | None, ts: float,
+               mask: int | None = None) -> Grant:
         """G13: replace the record at the address; tell whose it was."""
         if record is None:
             event = GrantEvent.GRANTED
@@ -375,9 +380,16 @@ class Tracker:
         self.counters[event] += 1
         self._put(lease)
         self._granted_at[lease.ip] = ts
-        return Grant(lease, event, record, ts)
+        return Grant(lease, event, record, ts,
+                     None if mask is None else mask.bit_count())
 
-    def _supersede(self, lease: Lease, msg: DhcpMessage) -> list[Command]:
+    def _mask(self, msg: DhcpMessage) -> int:
+        """The client's subnet mask: option 1, else the configured prefix length."""
+        if msg.subnet_mask is not None:
+            return _ip_int(msg.subnet_mask)
+        return (0xFFFFFFFF << (32 - self.config.default_prefix_len)) & 0xFFFFFFFF
+
+    def _supersede(self, lease: Lease, msg: DhcpMessage, mask: int) -> list[Command]:
         """G14: delete the client's other records on the same subnet, oldest grant first."""
         identity = lease.identity
         candidates: set[str] = set()
@@ -388,9 +400,6 @@ class Tracker:
         candidates.discard(lease.ip)
         if not candidates:  # the usual case: the client holds no other record
             return []
-        prefix = self.config.default_prefix_len
-        mask = (_ip_int(msg.subnet_mask) if msg.subnet_mask is not None
-                else (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF)
         subnet = _ip_int(lease.ip) & mask
         commands: list[Command] = []
         for ip in sorted(candidates, key=_ip_int):
@@ -430,8 +439,23 @@ class Tracker:
                 self._remove(ip)
                 self.counters["nak_deleted"] += 1
                 commands.append(Revoke(record, RevokeReason.NAK, msg.ts))
+            else:
+                commands += self._unknown(ip, msg, identity, RevokeReason.NAK)
         self._decide(txn, msg, server)
         return commands
+
+    def _unknown(self, ip: str, msg: DhcpMessage, identity: Identity,
+                 reason: RevokeReason) -> list[Command]:
+        """The deletion of a binding this tracker does not hold, for the store to decide
+        (end_unknown_bindings): only the address and the client the packet names are known."""
+        if not self.config.end_unknown_bindings or not valid_lease_address(ip):
+            return []
+        second = math.floor(msg.ts)
+        named = Lease(ip=ip, mac=msg.mac, htype=msg.htype, client_id=identity[0], hostname=None,
+                      hostname_src=None, expires=second, lease_time=0, server=msg.server,
+                      giaddr=msg.giaddr, circuit_id=None, remote_id=None, xid=msg.xid,
+                      updated=second, kind="dhcp")
+        return [Revoke(named, reason, msg.ts, held=False)]
 
     def _allowed(self, msg: DhcpMessage, server: str) -> bool:
         """R-SV-2 and R-SV-3 for a server reply."""

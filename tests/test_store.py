@@ -22,6 +22,7 @@ from sniffer.connection import StoreError, default_state_dir, mask_url, open_red
 from sniffer.dhcp import ACK, NAK, DhcpMessage
 from sniffer.keys import Keys
 from sniffer.lease import INFINITE, Lease, LeaseRow
+from sniffer.scripts import Calls
 from sniffer.store import LeaseStore
 
 IP = "192.0.2.100"
@@ -203,8 +204,9 @@ def test_a_batch_is_one_script_call_in_order(store: LeaseStore, rclient: redis.R
     first, second = make_lease(), make_lease("192.0.2.101")
     before = commandstat(rclient, "evalsha")
     # R-RD-7: for one address, the later command wins within a batch.
-    apply(store, Grant(first, "granted"), Revoke(first, "declined"),
-          Revoke(second, "released"), Grant(second, "granted"))
+    t = float(first.updated)
+    apply(store, Grant(first, "granted", ts=t), Revoke(first, "declined", ts=t + 1),
+          Revoke(second, "released", ts=t + 2), Grant(second, "granted", ts=t + 3))
     assert commandstat(rclient, "evalsha") == before + 1
     assert rclient.exists(*lease_keys(IP)) == 0
     assert rclient.hgetall("192.0.2.101") == {"mac": MAC_A, "hostname": "alpha"}
@@ -242,14 +244,15 @@ def test_writers_hash_names_the_sniffer(store: LeaseStore) -> None:
 
 def test_a_batch_of_one_plain_operation_is_that_command(store: LeaseStore,
                                                          rclient: redis.Redis) -> None:
-    """A batch that only registers the writer (a stale reply) is one HSET, not a script call;
-    refused, it fails as a script call would."""
-    before = commandstat(rclient, "evalsha"), commandstat(rclient, "hset")
+    """A call that is one plain operation on its one key (on a cluster, most index calls) is
+    that command, not a script call; refused, it fails as a script call would. A batch that only
+    registers the writer (a stale reply) stays a script call: its reply counts the writers."""
+    call = Calls(cluster=False).at(f"{NS}:mac:{MAC_A}")
+    call.records += ("A", call.key(f"{NS}:mac:{MAC_A}"), IP, "A", 1, "192.0.2.101")
+    assert call.args([]) == ["SADD", f"{NS}:mac:{MAC_A}", IP, "192.0.2.101"]
     now = time.time()
     apply(store, Rejected("stale", reply(ACK, server_id="192.0.2.1")))
     assert store.writers() == {"test-sniffer": math.floor(now)}
-    assert (commandstat(rclient, "evalsha"), commandstat(rclient, "hset")) == \
-        (before[0], before[1] + 1)
     rclient.set(f"{NS}:writers", "not a hash")
     with pytest.raises(StoreError, match="WRONGTYPE"):
         apply(store, Rejected("stale", reply(ACK, server_id="192.0.2.1")))
@@ -381,10 +384,12 @@ def test_current_filters_by_ip_mac_and_hostname(store: LeaseStore,
 def test_current_prunes_a_stale_mac_index_entry(store: LeaseStore,
                                                 rclient: redis.Redis) -> None:
     apply(store, Grant(make_lease(), "granted"))
-    # Same client-id, new hardware: the tracker gives no `previous`, so MAC_A's set goes stale.
+    # Same client-id, new hardware, and the tracker gives no `previous` (another writer's
+    # record): the store itself takes the address out of MAC_A's set.
     moved = make_lease(mac=MAC_B)
     apply(store, Grant(moved, "granted"))
-    assert rclient.smembers(f"{NS}:mac:{MAC_A}") == {IP}
+    assert rclient.smembers(f"{NS}:mac:{MAC_A}") == set()
+    rclient.sadd(f"{NS}:mac:{MAC_A}", IP)  # a stale entry all the same (a race, a crash)
     assert store.current(mac=MAC_A) == []
     assert rclient.exists(f"{NS}:mac:{MAC_A}") == 0
     assert [lease for lease, _ in store.current(mac=MAC_B)] == [moved]
@@ -512,6 +517,7 @@ import psutil
 from sniffer.lease import Lease
 from sniffer.connection import open_redis
 from sniffer.keys import Keys
+from sniffer.scripts import Calls
 from sniffer.store import LeaseStore
 from sniffer.commands import Grant
 
@@ -572,3 +578,27 @@ def test_embedded_server_stays_up_while_another_client_uses_it(tmp_path: Path) -
         LeaseStore(first, Keys(), capture_clock=True).close()
     time.sleep(0.2)
     assert not psutil.pid_exists(pid)
+
+
+def test_a_binding_another_writer_granted_is_ended_by_the_store(
+        store: LeaseStore, redis_url: str, rclient: redis.Redis) -> None:
+    """hive.md R-HV-6: writer B saw only the release of a lease writer A saw granted; B's
+    tracker names the binding (held=False) and the store ends it, since the record is that
+    client's. One naming another client changes nothing (H15). Alone in a store (as far as its
+    last write told it), a writer sends no such deletion at all."""
+    alone = LeaseStore(redis.Redis.from_url(redis_url), Keys(), capture_clock=True, writer="B")
+    lease = make_lease(age=20)
+    named = build_lease(IP, lease_time=0, updated=lease.updated + 10, mac=MAC_A,
+                        client_id=lease.client_id)
+    apply(alone, Revoke(named, "released", ts=lease.updated + 10, held=False))
+    assert rclient.zcard(f"{NS}:log:{{{IP}}}") == 0
+    apply(store, Grant(lease, "granted", ts=float(lease.updated)))  # writer A
+    # B learns from its next write's reply that another writer shares the store.
+    apply(alone, Grant(make_lease("192.0.2.200", mac=MAC_B, client_id=None), "granted"))
+    other = build_lease(IP, lease_time=0, updated=lease.updated + 5, mac=MAC_B)
+    apply(alone, Revoke(other, "released", ts=lease.updated + 5, held=False))
+    assert rclient.hgetall(IP) == {"mac": MAC_A, "hostname": "alpha"}
+    apply(alone, Revoke(named, "released", ts=lease.updated + 10, held=False))
+    assert rclient.exists(*lease_keys()) == 0
+    assert rclient.smembers(f"{NS}:mac:{MAC_A}") == set()
+    assert rclient.zcard(f"{NS}:log:{{{IP}}}") == 3

@@ -514,6 +514,35 @@ def test_case_26_release_not_matching(release: DhcpMessage) -> None:
     assert view(tr) == {"192.0.2.100": held}
 
 
+def test_a_grant_names_its_subnet_for_the_stores_supersede() -> None:
+    """Option 1 when the server sent it, else the configured prefix; None without supersede."""
+    (grant,) = run(tracker(), *dora("192.0.2.100", mask="255.255.0.0"))
+    assert isinstance(grant, Grant) and grant.subnet_prefix == 16
+    (grant,) = run(tracker(default_prefix_len=20), *dora("192.0.2.100", mask=None))
+    assert isinstance(grant, Grant) and grant.subnet_prefix == 20
+    (grant,) = run(tracker(supersede_same_subnet=False), *dora("192.0.2.100"))
+    assert isinstance(grant, Grant) and grant.subnet_prefix is None
+
+
+@pytest.mark.parametrize(("kind", "reason"), [(RELEASE, "released"), (DECLINE, "declined")])
+def test_a_binding_it_does_not_hold_is_left_to_the_store(kind: int, reason: str) -> None:
+    """hive.md R-HV-6: another writer may have seen the grant this RELEASE or DECLINE ends; with
+    end_unknown_bindings the tracker names the binding for the store to end, if the store's
+    record is that client's. The tracker's own records are untouched."""
+    held = rec("192.0.2.100", ch=B, t=-10)
+    ended = msg(kind, 0, ci="192.0.2.101", req="192.0.2.101", sid=S1, cid=ID_A)
+    assert run(tracker(held), ended) == []  # by default: what it does not hold, it leaves
+    tr = tracker(held, end_unknown_bindings=True)
+    (revoke,) = run(tr, ended)
+    assert isinstance(revoke, Revoke) and not revoke.held
+    assert (revoke.reason, revoke.ts, revoke.lease.ip, revoke.lease.mac,
+            revoke.lease.client_id) == (reason, ended.ts, "192.0.2.101", mac(A), ID_A)
+    (other,) = run(tr, msg(kind, 1, ci="192.0.2.100", req="192.0.2.100", sid=S1))
+    assert isinstance(other, Revoke) and not other.held  # another client's record: the same
+    assert view(tr) == {"192.0.2.100": held}
+    assert tr.counters["release_deleted"] == tr.counters["decline_deleted"] == 0
+
+
 @pytest.mark.parametrize("kind", [RELEASE, DECLINE])
 def test_case_27_release_naming_rogue_server(kind: int) -> None:
     held = rec("192.0.2.100", t=-10)
