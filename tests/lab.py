@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from lab_servers import Lease, Timers, dhcpd_config, dhcpd_leases, dnsmasq_args, dnsmasq_leases
 
@@ -308,7 +309,7 @@ class Lab:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         try:
             self._build()
         except BaseException:
@@ -456,11 +457,14 @@ class Lab:
         self.daemons.append(dnsmasq)
         dnsmasq.wait_output(r"DHCP, IP range 198\.51\.100\.")
 
-    def _start_relay(self) -> None:
-        relay = Daemon(self.relay, [tool("dhcrelay"), "-d", "-4", "-pf",
-                                    str(self.workdir / "dhcrelay.pid"),
-                                    "-iu", "up0", "-id", "down0", SERVER_IP],
-                       self.workdir / "dhcrelay.log")
+    def _start_relay(self, host: Namespace | None = None) -> None:
+        """dhcrelay on a relay host (the lab's own by default): up0 towards the server, down0
+        towards the clients."""
+        host = host or self.relay
+        relay = Daemon(host, [tool("dhcrelay"), "-d", "-4", "-pf",
+                              str(self.workdir / f"dhcrelay-{host.name}.pid"),
+                              "-iu", "up0", "-id", "down0", SERVER_IP],
+                       self.workdir / f"dhcrelay-{host.name}.log")
         self.daemons.append(relay)
         relay.wait_output(r"Sending on\s+Socket/fallback")
 
