@@ -50,9 +50,9 @@ local function call(...)
   if type(reply) == 'table' and reply.err and not failure then failure = reply.err end
   return reply
 end
--- At least `ttl` seconds left on `key`, never fewer than it had (EXPIRE GT came with Redis 7).
-local function keep_for(key, ttl)
-  local left = call('TTL', key)
+-- At least `ttl` seconds left on a key that had `left` (its TTL before it changed: -2 when it did
+-- not exist, -1 without expiry), never fewer than it had (EXPIRE GT came with Redis 7).
+local function keep_for(key, left, ttl)
   if type(left) == 'number' and left < ttl then call('EXPIRE', key, ttl) end
 end
 -- A number as Redis reads it back exactly (Lua's tostring keeps 14 digits; a version has 16).
@@ -84,26 +84,37 @@ local function between(near, v1, v2, event)
 end
 -- Adds an event to an address's log, trimmed to the retention before it and to the newest
 -- keep_n events. Returns the events logged after it ({version, event} each), or nil when
--- the log holds it already (a duplicate: see Convergence above).
+-- the log holds it already (a duplicate: see Convergence above). `event` is the member
+-- decoded, or nil to decode it only if needed. A log that does not exist yet (most, in a
+-- replay) has nothing to compare with or trim: 3 commands instead of 6.
 local function logged(log, version, member, ttl, event)
+  local left = call('TTL', log)
+  if left == -2 then
+    call('ZADD', log, version, member)
+    call('EXPIRE', log, ttl)
+    return {}
+  end
   local v0, mine = tonumber(version), body(member)
   local near = redis.call('ZRANGEBYSCORE', log, exact(v0 - window), '+inf', 'WITHSCORES')
   local after = {}
   for j = 1, #near, 2 do
     local m, v = near[j], tonumber(near[j + 1])
-    if v <= v0 + window and body(m) == mine and not between(near, v0, v, event) then
-      if later(v, m, v0, member) then  -- the lower version is the one kept
-        call('ZREM', log, m)
-        call('ZADD', log, version, member)
+    if v <= v0 + window and body(m) == mine then
+      event = event or decoded(member) or {}
+      if not between(near, v0, v, event) then
+        if later(v, m, v0, member) then  -- the lower version is the one kept
+          call('ZREM', log, m)
+          call('ZADD', log, version, member)
+        end
+        return nil
       end
-      return nil
     end
     if later(v, m, v0, member) then after[#after + 1] = {v, decoded(m)} end
   end
   call('ZADD', log, version, member)
   call('ZREMRANGEBYSCORE', log, '-inf', exact(v0 - keep_us - 1))
   call('ZREMRANGEBYRANK', log, 0, -(keep_n + 1))
-  keep_for(log, ttl)
+  keep_for(log, left, ttl)
   return after
 end
 -- The newest grant in a log ({version, member, event}), or nil.
@@ -186,12 +197,15 @@ while i <= #A do
     local expiry, score, expire, seconds = A[i + 6], A[i + 7], A[i + 8], A[i + 9]
     local log, version, member, ttl = key(A[i + 10]), A[i + 11], A[i + 12], tonumber(A[i + 13])
     schema, first = schemas[tonumber(A[i + 14])], i + 15
-    local grant = decoded(member) or {}
-    local after = logged(log, version, member, ttl, grant)
+    -- The grant decoded only when there is something to compare it with (most grants have
+    -- neither later events nor a record).
+    local grant
+    local after = logged(log, version, member, ttl, nil)
     if not after then
       result('d', nil, grant)
     else
       local newer, ended = false, false
+      if #after > 0 then grant = decoded(member) or {} end
       for _, e in ipairs(after) do
         local other = e[2]
         if other then
@@ -200,6 +214,7 @@ while i <= #A do
         end
       end
       local old = record(lease)
+      if old and not grant then grant = decoded(member) or {} end
       -- A record newer than the log knows (written before the logs, or its events trimmed).
       if old and old.updated > math.floor(tonumber(version) / 1000000) then newer = true end
       if newer then
@@ -289,9 +304,11 @@ while i <= #A do
     i = i + 3
   elseif op == 'M' then
     local mac_log = key(A[i + 1])
+    local left = call('TTL', mac_log)
     call('ZADD', mac_log, 'GT', A[i + 2], A[i + 3])
-    call('ZREMRANGEBYSCORE', mac_log, '-inf', A[i + 4])
-    keep_for(mac_log, tonumber(A[i + 5]))
+    -- A new history holds only this score, later than the cut.
+    if left ~= -2 then call('ZREMRANGEBYSCORE', mac_log, '-inf', A[i + 4]) end
+    keep_for(mac_log, left, tonumber(A[i + 5]))
     i = i + 6
   elseif op == 'W' then
     call('HSET', key(A[i + 1]), A[i + 2], A[i + 3])
