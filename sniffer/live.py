@@ -34,7 +34,7 @@ from sniffer.pipeline import Pipeline
 from sniffer.registry import StoreProbe
 from sniffer.store import LeaseStore
 from sniffer.tracker import Tracker
-from sniffer.tshark import DEFAULT_PORTS, CaptureError
+from sniffer.tshark import DEFAULT_PORTS, CaptureError, find_tshark
 from sniffer.watch import DRAIN, POLL, STOP_WAIT, InterfaceWatch
 from sniffer.writer import Entry, RedisWriter
 
@@ -149,6 +149,9 @@ class Sniffer:
         """Start capturing on every interface; CaptureError, with everything stopped again, if
         one of them cannot (no such interface, no permission...); StoreError if Redis fails
         before it."""
+        # tshark found (and pyshark, which finds it, imported) before any capture starts: not
+        # between a capture starting and its tshark, nor in a capture's thread.
+        find_tshark()
         self.writer.start()
         for watch in self.watches:
             watch.start()
