@@ -87,6 +87,7 @@ class Pipeline:
         not)."""
         self._send()
         self._wait()
+        self.store.drain()
 
     def _send(self) -> None:
         """Send the pending batch once the one before is written (R-RD-7: in order), without

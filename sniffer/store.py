@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,9 @@ class LeaseStore(LeaseReader):
         # Whether other writers share the store (the writers hash lists another): then each
         # grant is also checked against their records (R-HV-6). Once seen, for good.
         self._others = False
+        # On a cluster, reads the replies of the previous batch's writes that followed its lease
+        # calls (sent, not waited for: the next batch is decoded meanwhile), and acts on them.
+        self._unread: Callable[[], object] | None = None
 
     def check_writes(self) -> None:
         """Refuse, in one line, a Redis user whose ACL lacks a right the writes need (at start,
@@ -77,16 +80,26 @@ class LeaseStore(LeaseReader):
         script recomputes the record (R-HV-3: whatever the order writers' events arrive in).
         What depends on the result (the indexes by MAC and client-id and the expiry set when
         they live on other slots, a record of another writer that was replaced) and the streams
-        and the writers hash on other slots are written after, by idempotent commands.
-        Calls are pipelined (per node on a cluster).
+        on other slots are written after, by idempotent commands. Calls are pipelined (per node
+        on a cluster).
         """
         self.send(commands, now).wait()
+        self.drain()
+
+    def drain(self) -> None:
+        """Read the replies of what the last batch's wait() sent on a cluster and did not wait
+        for (StoreError if those writes failed): after it, Redis holds every batch."""
+        unread, self._unread = self._unread, None
+        if unread is not None:
+            with redis_errors("write"):
+                unread()
 
     def send(self, commands: Sequence[Command], now: float) -> SentBatch:
         """Send one batch as apply() does, without waiting for the reply, which the batch's
         wait() reads, raising what apply() would. Wait for a batch before sending the next
-        (R-RD-7). On a cluster the leases' calls are sent here, and wait() writes the rest (the
-        indexes, streams and writers hash) once they are written."""
+        (R-RD-7). On a cluster the leases' calls (and the writers hash's) are sent here; wait()
+        reads them and sends the writes that follow, whose replies the next batch's wait()
+        reads, or drain(), unless other writers share the store (then they are waited for)."""
         if not commands:
             return SentBatch(self, self._write_script, [])
         batch = _Batch(self._cluster)
@@ -98,7 +111,9 @@ class LeaseStore(LeaseReader):
                     self._revoke(batch, command)
                 case Rejected() if command.reason in ROGUE_REASONS:
                     self._rogue(batch, command)
-        writers = batch.writers = batch.other(self.keys.writers)
+        # With the lease calls: its reply (the number of writers) says, once they are read,
+        # whether the writes that follow them must be waited for.
+        writers = batch.writers = batch.calls.at(self.keys.writers)
         writers.records += ("W", writers.key(self.keys.writers), self.writer,
                             str(math.floor(now)))
         calls = [call.args(self._head) for call in batch.calls.by_slot.values()]
@@ -117,6 +132,7 @@ class LeaseStore(LeaseReader):
         operations that changed a record, taking a replaced or deleted record of another
         client out of the indexes, and, when other writers share the store, supersede against
         their records."""
+        self.drain()  # the batch before is written whole before this one's writes that follow
         later, written = batch.later, []
         replies_by_slot = dict(zip(batch.calls.by_slot, replies, strict=True))
         for slot, reply in replies_by_slot.items():
@@ -138,15 +154,21 @@ class LeaseStore(LeaseReader):
                     if key not in pending.removed:
                         target = later.at(key)
                         target.records += ("S", target.key(key), pending.ip)
-        if later.by_slot:
-            replies_by_slot.update(zip(later.by_slot, self._evalsha(
-                self._write_script, [call.args(self._head) for call in later.by_slot.values()]),
-                                       strict=True))
         if batch.writers is not None:  # write.lua's W counts the writers after its own
             counted = replies_by_slot.get(batch.writers.slot)
             if isinstance(counted, list) and counted and int(counted[-1]) > 1:
                 self._others = True
-        if self._others and written:
+        calls = [call.args(self._head) for call in later.by_slot.values()]
+        if calls and self._cluster and not (self._others and written):
+            # Sent without waiting, read by the next batch's wait() or drain(), so that the
+            # next batch is decoded meanwhile: nothing reads what they write before then.
+            script = self._write_script
+            self._load(script)
+            read = self._sent_by_master("EVALSHA", script.sha, calls)
+            self._unread = lambda: self._evalsha_replies(script, calls, read())
+            return
+        self._evalsha(self._write_script, calls)
+        if self._others and written:  # supersede reads what those wrote
             self._supersede(written, now)
 
     def _supersede(self, grants: list[Grant], now: float) -> None:
