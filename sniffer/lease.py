@@ -62,25 +62,33 @@ class Lease:
         return fields
 
     def detail_fields(self) -> dict[str, str]:
-        fields = {
-            "ip": self.ip,
-            "mac": self.mac,
-            "htype": str(self.htype),
-            "client_id": self.client_id,
-            "hostname": self.hostname,
-            "hostname_src": self.hostname_src,
-            "expires": "infinite" if self.expires is None else str(self.expires),
-            "lease_time": str(self.lease_time),
-            "server": self.server,
-            "giaddr": self.giaddr,
-            "circuit_id": self.circuit_id,
-            "remote_id": self.remote_id,
-            "xid": f"{self.xid:08x}",
-            "updated": str(self.updated),
-            "kind": self.kind,
-            "writer": self.writer,
-        }
-        return {k: v for k, v in fields.items() if v is not None}
+        """The detail hash: the fields that have a value, in DETAIL_FIELDS order, as text. Built
+        field by field (a sniffer writes one for every grant): half of what filtering a dict of
+        them all cost."""
+        fields = {"ip": self.ip}
+        if self.mac is not None:
+            fields["mac"] = self.mac
+        fields["htype"] = str(self.htype)
+        if self.client_id is not None:
+            fields["client_id"] = self.client_id
+        if self.hostname is not None:
+            fields["hostname"] = self.hostname
+        if self.hostname_src is not None:
+            fields["hostname_src"] = self.hostname_src
+        fields["expires"] = "infinite" if self.expires is None else str(self.expires)
+        fields["lease_time"] = str(self.lease_time)
+        fields["server"] = self.server
+        fields["giaddr"] = self.giaddr
+        if self.circuit_id is not None:
+            fields["circuit_id"] = self.circuit_id
+        if self.remote_id is not None:
+            fields["remote_id"] = self.remote_id
+        fields["xid"] = f"{self.xid:08x}"
+        fields["updated"] = str(self.updated)
+        fields["kind"] = self.kind
+        if self.writer is not None:
+            fields["writer"] = self.writer
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Lease:

@@ -21,7 +21,7 @@ from sniffer.commands import Command, Grant, Rejected, Revoke
 from sniffer.connection import StoreError, default_state_dir, mask_url, open_redis
 from sniffer.dhcp import ACK, NAK, DhcpMessage
 from sniffer.keys import Keys
-from sniffer.lease import INFINITE, Lease, LeaseRow
+from sniffer.lease import DETAIL_FIELDS, INFINITE, Lease, LeaseRow
 from sniffer.scripts import Calls
 from sniffer.store import LeaseStore
 
@@ -602,3 +602,22 @@ def test_a_binding_another_writer_granted_is_ended_by_the_store(
     assert rclient.exists(*lease_keys()) == 0
     assert rclient.smembers(f"{NS}:mac:{MAC_A}") == set()
     assert rclient.zcard(f"{NS}:log:{{{IP}}}") == 3
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"client_id": "01020000000a", "hostname": "alpha", "hostname_src": "req12",
+     "circuit_id": "6765", "remote_id": "7377", "giaddr": "198.51.100.1", "kind": "bootp",
+     "writer": "sniffer-1"},
+    {"mac": None, "client_id": "ff00", "expires": None, "lease_time": INFINITE},
+])
+def test_the_detail_hash_holds_the_fields_that_have_a_value_in_order(
+        changes: dict[str, object]) -> None:
+    lease = build_lease("192.0.2.7", updated=1_800_000_000, **changes)
+    fields = lease.detail_fields()
+    values = {name: getattr(lease, name) for name in DETAIL_FIELDS}
+    assert list(fields) == [name for name, value in values.items()
+                            if value is not None or name == "expires"]  # None: "infinite"
+    assert Lease.from_fields(fields) == lease
+    assert fields["xid"] == "00001001" and fields["htype"] == "1"
+    assert fields["expires"] == ("infinite" if lease.expires is None else str(lease.expires))
