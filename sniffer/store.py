@@ -226,11 +226,13 @@ class LeaseStore(LeaseReader):
 
     def _grant(self, batch: _Batch, grant: Grant, now: float) -> None:
         lease, previous, keys = grant.lease, grant.previous, self.keys
-        detail = {**lease.detail_fields(), "writer": self.writer}
-        extra = _extra(event=grant.event, ts=str(lease.updated),
-                       previous_mac=previous.mac if previous else None,
-                       previous_client_id=previous.client_id if previous else None,
-                       previous_hostname=previous.hostname if previous else None)
+        detail = lease.detail_fields()  # a dict of its own
+        detail["writer"] = self.writer
+        extra = {"event": grant.event, "ts": str(lease.updated)}
+        if previous is not None:
+            extra.update(_extra(previous_mac=previous.mac,
+                                previous_client_id=previous.client_id,
+                                previous_hostname=previous.hostname))
         score: EncodableT
         if lease.expires is None:
             expire, seconds, score = "", 0, "inf"
@@ -242,8 +244,8 @@ class LeaseStore(LeaseReader):
         ip, names = lease.ip, (*detail, *extra)
         call, pending = batch.lease(keys.seed(ip), ip)
         pending.grant = grant
-        new_keys = self._index_keys(lease.mac, lease.client_id)
         if previous is not None:  # the tracker's own record it replaced
+            new_keys = self._index_keys(lease.mac, lease.client_id)
             for key in self._index_keys(previous.mac, previous.client_id):
                 if key not in new_keys:
                     pending.removed.add(key)
