@@ -136,7 +136,7 @@ class LeaseStore(LeaseReader):
         later, written = batch.later, []
         replies_by_slot = dict(zip(batch.calls.by_slot, replies, strict=True))
         for slot, reply in replies_by_slot.items():
-            results = [text(v) for v in reply] if isinstance(reply, list) else []
+            results = list(map(text, reply)) if isinstance(reply, list) else []
             for n, pending in enumerate(batch.pending.get(slot, [])):
                 code, mac, client_id = results[3 * n:3 * n + 3] or ("", "", "")
                 if code == "w" and pending.grant is not None:
@@ -150,6 +150,8 @@ class LeaseStore(LeaseReader):
                                                *values)
                         else:
                             target.records += (op, target.key(key), *tail)
+                if not (mac or client_id):  # the usual case: no other client's record ended
+                    continue
                 for key in self._index_keys(mac or None, client_id or None):
                     if key not in pending.removed:
                         target = later.at(key)
