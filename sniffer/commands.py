@@ -67,7 +67,7 @@ class Revoke:
     ts: float = 0.0  # capture time of the packet that caused it
     # False: a binding the tracker did not hold (`lease` carries only the address and the
     # client the packet names), ended in the store only if the store's record is that
-    # client's, when other writers share the store (hive.md R-HV-6).
+    # client's: another writer may have seen the grant (hive.md R-HV-6).
     held: bool = True
 
 

@@ -15,15 +15,15 @@ from typing import Any
 import redis
 from redis.typing import EncodableT
 
-from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke, RevokeReason
+from sniffer.commands import ROGUE_REASONS, Command, Grant, Rejected, Revoke
 from sniffer.connection import redis_errors
 from sniffer.dhcp import ZERO
-from sniffer.history import GRANT, MICRO, grant_member, parse_member, revoke_member, version
-from sniffer.keys import Keys, ipv4_number
-from sniffer.lease import Lease, same_client
+from sniffer.history import MICRO, grant_member, parse_member, revoke_member
+from sniffer.keys import Keys
 from sniffer.permissions import check_writes
 from sniffer.reader import LeaseReader
 from sniffer.scripts import Call, Calls, SentBatch, lua, text
+from sniffer.supersede import Elsewhere, same_subnet, superseded
 
 # Rogue servers counted one by one, in the rogue-server hash and in a sniffer's own summary;
 # forged server identifiers must not grow either without end.
@@ -58,8 +58,9 @@ class LeaseStore(LeaseReader):
         super().__init__(client, keys)
         self._write_script = client.register_script(WRITE_LUA)
         # Whether other writers share the store (the writers hash lists another): then each
-        # grant is also checked against their records (R-HV-6). Once seen, for good.
-        self._others = False
+        # grant is also checked against their records (R-HV-6). Read before the first batch,
+        # then told by every batch's reply; once seen, for good.
+        self._others: bool | None = None
         # On a cluster, reads the replies of the previous batch's writes that followed its lease
         # calls (sent, not waited for: the next batch is decoded meanwhile), and acts on them.
         self._unread: Callable[[], object] | None = None
@@ -102,12 +103,16 @@ class LeaseStore(LeaseReader):
         reads, or drain(), unless other writers share the store (then they are waited for)."""
         if not commands:
             return SentBatch(self, self._write_script, [])
+        if self._others is None:
+            with redis_errors("read"):
+                self._others = any(text(name) != self.writer
+                                   for name in self.client.hkeys(self.keys.writers))
         batch = _Batch(self._cluster)
         for command in commands:
             match command:
                 case Grant():
                     self._grant(batch, command, now)
-                case Revoke() if command.held or self._others:
+                case Revoke():
                     self._revoke(batch, command)
                 case Rejected() if command.reason in ROGUE_REASONS:
                     self._rogue(batch, command)
@@ -139,7 +144,7 @@ class LeaseStore(LeaseReader):
             results = list(map(text, reply)) if isinstance(reply, list) else []
             for n, pending in enumerate(batch.pending.get(slot, [])):
                 code, mac, client_id = results[3 * n:3 * n + 3] or ("", "", "")
-                if code == "w" and pending.grant is not None:
+                if code in LOGGED and pending.grant is not None:  # ended or not, it was a grant
                     written.append(pending.grant)
                 for changed, op, key, tail in pending.writes:
                     if code in changed:
@@ -174,55 +179,45 @@ class LeaseStore(LeaseReader):
             self._supersede(written, now)
 
     def _supersede(self, grants: list[Grant], now: float) -> None:
-        """G14 against the store (hive.md R-HV-6): another writer may hold the client's record
-        at another address of the same subnet. The older of the two is superseded at the newer
-        one's version, both ways: an older record elsewhere, or this grant itself when the
-        client's record elsewhere is newer. Read after this batch's own index writes, so of two
-        writers racing, the later reader sees the other's record."""
+        """G14 against the store (hive.md R-HV-6, sniffer/supersede.py): the client's grants at
+        the other addresses of its subnet, found through the MAC's history and the identity
+        indexes, whoever wrote them. Read after this batch's own writes, so of two writers
+        racing, the later reader sees the other's."""
         keys = self.keys
-        wanted = [(grant, key) for grant in grants if grant.subnet_prefix is not None
-                  for key in self._index_keys(grant.lease.mac, grant.lease.client_id)]
-        if not wanted:
+        checked = [grant for grant in grants if grant.subnet_prefix is not None]
+        if not checked:
             return
         with redis_errors("read"):
             pipe = self.client.pipeline(transaction=False)
-            for _, key in wanted:
-                pipe.smembers(key)
-            members = pipe.execute()
-            found: dict[tuple[int, str], Grant] = {}
-            for (grant, _), ips in zip(wanted, members, strict=True):
-                prefix = grant.subnet_prefix or 0
-                mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
-                subnet = (ipv4_number(grant.lease.ip) or 0) & mask
-                for address in map(text, ips):
-                    number = ipv4_number(address)
-                    if (address != grant.lease.ip and number is not None
-                            and number & mask == subnet):
-                        found[(id(grant), address)] = grant
-            if not found:
+            for grant in checked:
+                lease = grant.lease
+                # Addresses the MAC held a grant at that could still end after this one began.
+                if lease.mac is not None:
+                    pipe.zrangebyscore(keys.mac_log(lease.mac), lease.updated, "+inf")
+                for key in self._index_keys(None, lease.client_id):
+                    pipe.smembers(key)
+            listed = iter(pipe.execute())
+            candidates = []
+            for grant in checked:
+                lease = grant.lease
+                addresses: set[str] = set()
+                for _ in range((lease.mac is not None) + (lease.client_id is not None)):
+                    addresses.update(map(text, next(listed)))
+                candidates += [(grant, ip) for ip in same_subnet(grant, sorted(addresses))]
+            if not candidates:
                 return
+            candidates += [(grant, grant.lease.ip) for grant in checked]  # and their own
             pipe = self.client.pipeline(transaction=False)
-            for _, ip in found:
-                pipe.hgetall(keys.lease(ip))
-                pipe.zrevrange(keys.log(ip), 0, 15, withscores=True)
-            read = pipe.execute()
+            for _, ip in candidates:
+                pipe.zrevrange(keys.log(ip), 0, 31)
+            logs = pipe.execute()
+        elsewhere: dict[int, list[Elsewhere]] = {}
+        for (grant, ip), log in zip(candidates, logs, strict=True):
+            events = [event for event in map(parse_member, map(text, log)) if event is not None]
+            elsewhere.setdefault(id(grant), []).append(Elsewhere(ip, events))
         revokes: list[Command] = []
-        for n, grant in enumerate(found.values()):
-            fields, log = read[2 * n], read[2 * n + 1]
-            try:
-                other = Lease.from_fields({text(k): text(v) for k, v in fields.items()})
-            except ValueError:
-                continue  # no record there (any more), or not ours
-            if not same_client(other.identity, grant.lease.identity):
-                continue
-            theirs = next((event.version for event in (parse_member(text(m)) for m, _ in log)
-                           if event is not None and event.kind == GRANT),
-                          other.updated * MICRO)
-            mine = version(grant.ts, grant.lease)
-            if theirs < mine:
-                revokes.append(Revoke(other, RevokeReason.SUPERSEDED, mine / MICRO))
-            elif theirs > mine:
-                revokes.append(Revoke(grant.lease, RevokeReason.SUPERSEDED, theirs / MICRO))
+        for grant in checked:
+            revokes += superseded(grant, elsewhere.get(id(grant), ()))
         if revokes:
             self.send(revokes, now).wait()
 

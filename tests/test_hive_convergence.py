@@ -4,9 +4,10 @@ that state is the one the case spells out. Two writers (two LeaseStores, as two 
 one real redis-server, and on a real Redis Cluster; each write is what the writer's tracker would
 send, knowing only what that writer saw (a lagging writer's grant says "granted", previous
 None; a release of a binding it did not hold names only the address and the client: H2-unheld,
-H15-unheld). Cases around H6 that do not converge yet (the client that moved then releases its
-new address, its old address goes to another client, it moves twice), and a writer's first
-batch, are marked xfail, strict: they fail the run once they pass."""
+H15-unheld), also as a writer's very first batch. Cases around H6 (the client that moved then
+releases its new address, its old address goes to another client) converge too; one whose
+history does not yet (the client moves twice) is marked xfail, strict: it fails the run once it
+passes."""
 
 from __future__ import annotations
 
@@ -257,17 +258,19 @@ def h6_twice(t: At) -> Case:
              IP3: (("g", C, 30, None),)})
 
 
-# Supersede is decided against the client's current records (the identity indexes): a grant
-# that arrives after the client's newer grant elsewhere has ended (released, reassigned), or
-# after a newer one than the grant that really ended it, misses it. Not yet converging.
+# Supersede pairs each grant with the client's grants before and after it on the subnet as the
+# store holds them when it arrives. When the client moved twice (IP1, IP2, IP3) and the middle
+# grant arrives last, IP1 was already superseded at IP3's grant, and keeps that deletion beside
+# the one at IP2's: its records converge, its history holds one superseded deletion too many.
 SUPERSEDE_HISTORY = pytest.mark.xfail(
-    strict=True, reason="supersede looks at current records only, not at the client's history")
+    strict=True, reason="a grant arriving between two others of its client cannot take back the "
+    "superseded deletion they made")
 CASES: dict[str, Callable[[At], Case]] = {
     "H1": h1, "H2": h2, "H2-unheld": h2_unheld, "H3": h3, "H4": h4, "H5": h5, "H6": h6,
     "H7": h7, "H8": h8, "H11": h11, "H14": h14, "H15": h15, "H15-unheld": h15_unheld,
     "H16": h16, "H6-then-released": h6_then_released, "H6-then-reassigned": h6_then_reassigned,
     "H6-twice": h6_twice}
-KNOWN_GAPS = {"H6-then-released", "H6-then-reassigned", "H6-twice"}
+KNOWN_GAPS = {"H6-twice"}
 NAMES = [pytest.param(name, marks=SUPERSEDE_HISTORY) if name in KNOWN_GAPS else name
          for name in CASES]
 
@@ -460,9 +463,6 @@ def test_every_order_ends_in_the_same_state_on_a_cluster(cluster_hive: Hive, nam
     check_property(cluster_hive, name)
 
 
-@pytest.mark.xfail(strict=True, reason="a writer learns that it shares the store from its "
-                   "batches' replies: its first batch's deletions of bindings it did not hold "
-                   "are not sent")
 def test_a_writer_that_just_started_ends_a_binding_it_did_not_see(standalone: Hive) -> None:
     # B's first batch (it started, or restarted) is the release of a binding that A wrote.
     check_property(standalone, "H2-unheld", started=False)

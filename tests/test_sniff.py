@@ -240,8 +240,9 @@ def test_a_signal_stops_cleanly_after_writing_everything(link: Link, rc: redis.R
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     sniffer = start("--allow-server", S1, env={"TMPDIR": str(private_tmp)})
+    # tshark starts once tcpdump's first bytes (the capture header) reach the sniffer.
+    wait_for(lambda: set(processes(sniffer)) == {"tcpdump", "tshark"}, "tcpdump and tshark")
     helpers = processes(sniffer)
-    assert set(helpers) == {"tcpdump", "tshark"}
     link.send(exchanges(0, 50))
     sniffer.proc.send_signal(sig)  # at once: the last packets are still in the kernel's hands
     assert sniffer.proc.wait(30) == 0
