@@ -45,6 +45,7 @@ from sniffer.dhcp import (
     DhcpMessage,
     valid_lease_address,
 )
+from sniffer.history import MICRO
 from sniffer.lease import INFINITE, Identity, Lease, same_client
 
 BOOTREQUEST = 0  # the kind of a client message without option 53, beside the DHCP types 1-8
@@ -270,9 +271,10 @@ class Tracker:
         identity = _msg_identity(msg, msg.client_id)
         if record is None or not same_client(record.identity, identity):
             return self._unknown(ip, msg, identity, reason)
-        self._remove(ip)
         self.counters[counter] += 1
-        return [Revoke(record, reason, msg.ts)]
+        revoke = self._revoke(record, reason, msg.ts)
+        self._remove(ip)
+        return [revoke]
 
     # ---- replies -----------------------------------------------------------------------------
 
@@ -407,9 +409,9 @@ class Tracker:
             if (other is not None and other.updated <= lease.updated
                     and _ip_int(ip) & mask == subnet
                     and same_client(other.identity, identity)):
-                self._remove(ip)
                 self.counters["superseded"] += 1
-                commands.append(Revoke(other, RevokeReason.SUPERSEDED, msg.ts))
+                commands.append(self._revoke(other, RevokeReason.SUPERSEDED, msg.ts))
+                self._remove(ip)
         return commands
 
     def _nak(self, msg: DhcpMessage) -> list[Command]:
@@ -436,13 +438,21 @@ class Tracker:
             record = self._current(ip, math.floor(msg.ts))
             identity = _msg_identity(msg, msg.client_id or txn.client_id)
             if record is not None and same_client(record.identity, identity):
-                self._remove(ip)
                 self.counters["nak_deleted"] += 1
-                commands.append(Revoke(record, RevokeReason.NAK, msg.ts))
+                commands.append(self._revoke(record, RevokeReason.NAK, msg.ts))
+                self._remove(ip)
             else:
                 commands += self._unknown(ip, msg, identity, RevokeReason.NAK)
         self._decide(txn, msg, server)
         return commands
+
+    def _revoke(self, record: Lease, reason: RevokeReason, ts: float) -> Revoke:
+        """The deletion of a record this tracker holds, which comes after the grant it ends
+        whatever the capture's clock says (a capture stamped earlier than the grant: R-RD-7, in
+        processing order): the store orders an address's events by capture time. A record read
+        back at start has only its grant's second: the deletion comes at its end."""
+        granted = self._granted_at.get(record.ip, record.updated + 1 - 1 / MICRO)
+        return Revoke(record, reason, max(ts, granted))
 
     def _unknown(self, ip: str, msg: DhcpMessage, identity: Identity,
                  reason: RevokeReason) -> list[Command]:
