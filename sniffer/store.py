@@ -103,8 +103,8 @@ class LeaseStore(LeaseReader):
         reads, or drain(), unless other writers share the store (then they are waited for)."""
         if not commands:
             return SentBatch(self, self._write_script, [])
-        if self._others is None:
-            with redis_errors("read"):
+        if self._others is None:  # part of the write: its failure is the write's
+            with redis_errors("write"):
                 self._others = any(text(name) != self.writer
                                    for name in self.client.hkeys(self.keys.writers))
         batch = _Batch(self._cluster)
@@ -187,7 +187,7 @@ class LeaseStore(LeaseReader):
         checked = [grant for grant in grants if grant.subnet_prefix is not None]
         if not checked:
             return
-        with redis_errors("read"):
+        with redis_errors("write"):  # what the batch writes next depends on it
             pipe = self.client.pipeline(transaction=False)
             for grant in checked:
                 lease = grant.lease
