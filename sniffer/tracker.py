@@ -47,16 +47,10 @@ from sniffer.dhcp import (
 )
 from sniffer.history import MICRO
 from sniffer.lease import INFINITE, Identity, Lease, same_client
+from sniffer.transactions import BOOTREQUEST, TransactionTable, Txn
 
-BOOTREQUEST = 0  # the kind of a client message without option 53, beside the DHCP types 1-8
 SWEEP_EVERY = 1.0  # seconds of capture time between sweeps of expired transactions
-# Where a transaction keeps the newest capture time of each kind of client message it merged
-# (slots, not a dict per entry: R-TX-6 bounds the table's memory).
-SEEN_SLOT = {DISCOVER: "seen_discover", REQUEST: "seen_request", INFORM: "seen_inform",
-             BOOTREQUEST: "seen_bootrequest"}
 
-GroupKey = tuple[int, int, bytes]  # (xid, htype, chaddr): the candidates of R-TX-3
-CapKey = tuple[int, bytes | str | None]  # whose transactions count towards txn_max_per_hw
 DupKey = tuple[int | None, int, int, bytes, str, int | None]
 K = TypeVar("K")
 
@@ -82,66 +76,6 @@ class TrackerConfig:
     end_unknown_bindings: bool = False
 
 
-class _Txn:
-    """One transaction (R-TX-2): only sanitised, bounded values, never the packet itself."""
-
-    __slots__ = ("cap_key", "client_id", "decided", "fqdn", "fresh", "giaddr", "group_key",
-                 "hostname", "last", "latest_kind", "latest_ts", "relay", "requested_ip",
-                 "saw_request", "seen_bootrequest", "seen_discover", "seen_inform",
-                 "seen_request", "selected")
-
-    def __init__(self, group_key: GroupKey, cap_key: CapKey, client_id: str | None,
-                 ts: float) -> None:
-        self.group_key = group_key
-        self.cap_key = cap_key
-        self.client_id = client_id
-        self.last = ts  # last activity, capture time (R-TX-5)
-        self.fresh = True  # in the first eviction class: undecided, never saw a REQUEST (R-TX-6)
-        self.saw_request = False  # ever saw a REQUEST, INFORM or BOOTREQUEST
-        self.decided: str | None = None  # server(P) of the ACK or NAK applied (R-TX-4)
-        self.seen_discover = self.seen_request = self.seen_inform = -math.inf
-        self.seen_bootrequest = -math.inf
-        self.latest_kind: int | None = None
-        self.latest_ts = -math.inf
-        self.requested_ip: str | None = None  # of the latest client message (R-CL-2)
-        self.selected: str | None = None  # option 54 of a SELECTING REQUEST; for a counter only
-        self.fqdn: str | None = None  # newest usable 81 of this generation
-        self.hostname: str | None = None  # newest usable 12 of this generation
-        self.giaddr: str | None = None  # from relayed client copies
-        self.relay: tuple[str | None, str | None] | None = None  # their option 82
-
-    def merge(self, msg: DhcpMessage, kind: int, window: float) -> None:
-        """Add one client message; start a new generation when it follows a decision (R-TX-4)."""
-        ts = msg.ts
-        slot = SEEN_SLOT[kind]
-        seen: float = getattr(self, slot)
-        if self.decided is not None and not abs(ts - seen) < window:
-            self.decided = self.selected = self.fqdn = self.hostname = None
-        if ts > seen:
-            setattr(self, slot, ts)
-        if ts >= self.latest_ts:
-            self.latest_kind, self.latest_ts = kind, ts
-            self.requested_ip = msg.requested_ip or (msg.ciaddr if msg.ciaddr != ZERO else None)
-            if kind == REQUEST:
-                self.selected = msg.server_id
-            self.fqdn = msg.fqdn or self.fqdn
-            self.hostname = msg.hostname or self.hostname
-        else:  # an older copy arriving late fills gaps only: candidates are kept newest first
-            self.fqdn = self.fqdn or msg.fqdn
-            self.hostname = self.hostname or msg.hostname
-        if kind != DISCOVER:
-            self.saw_request = True
-        if msg.giaddr != ZERO:
-            self.giaddr = msg.giaddr
-            if msg.relay_info:
-                self.relay = (msg.circuit_id, msg.remote_id)
-
-
-def _eviction_choice(txns: Iterable[_Txn]) -> _Txn:
-    """R-TX-6 order within a small set: the oldest fresh entry, else the oldest entry."""
-    return min(txns, key=lambda txn: (not txn.fresh, txn.last))
-
-
 def _ip_int(ip: str) -> int:
     return int.from_bytes(socket.inet_aton(ip), "big")
 
@@ -155,13 +89,7 @@ def _msg_identity(msg: DhcpMessage, client_id: str | None) -> Identity:
 class Tracker:
     config: TrackerConfig = field(default_factory=TrackerConfig)
     counters: Counter[str] = field(default_factory=Counter)
-    # Transactions: by (xid, htype, chaddr), each group holding one entry per client_id (R-TX-1).
-    _groups: dict[GroupKey, list[_Txn]] = field(default_factory=dict, init=False, repr=False)
-    _per_hw: dict[CapKey, list[_Txn]] = field(default_factory=dict, init=False, repr=False)
-    # Both eviction classes of R-TX-6, each ordered by last activity (oldest first).
-    _fresh: OrderedDict[_Txn, None] = field(default_factory=OrderedDict, init=False, repr=False)
-    _settled: OrderedDict[_Txn, None] = field(default_factory=OrderedDict, init=False,
-                                              repr=False)
+    _txns: TransactionTable = field(init=False, repr=False)
     _replies: OrderedDict[DupKey, float] = field(default_factory=OrderedDict, init=False,
                                                  repr=False)
     _swept_at: float = field(default=-math.inf, init=False, repr=False)
@@ -174,6 +102,11 @@ class Tracker:
     # The capture time of each record's grant, its version (R-HV-2), for re-assertion (R-HV-8);
     # 0.0 for records restored from Redis (their `updated` second stands in).
     _granted_at: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        self._txns = TransactionTable(config.txn_ttl, config.txn_max, config.txn_max_per_hw,
+                                      self.counters)
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -224,7 +157,7 @@ class Tracker:
 
     @property
     def pending_transactions(self) -> int:
-        return len(self._fresh) + len(self._settled)
+        return len(self._txns)
 
     @property
     def leases(self) -> Mapping[str, Lease]:
@@ -239,16 +172,16 @@ class Tracker:
         group_key = (msg.xid, msg.htype, msg.chaddr)
         client_id = msg.client_id
         txn = None
-        group = self._live_group(group_key, msg.ts)
+        group = self._txns.live_group(group_key, msg.ts)
         if group is not None:
             for candidate in group:
                 if candidate.client_id == client_id:
                     txn = candidate
                     break
         if txn is None:
-            txn = self._open(group_key, client_id, msg.ts)
+            txn = self._txns.open(group_key, client_id, msg.ts)
         txn.merge(msg, kind, self.config.dup_window)
-        self._touch(txn, msg.ts)
+        self._txns.touch(txn, msg.ts)
 
     def _release(self, msg: DhcpMessage) -> list[Command]:
         """R-RL: ciaddr, else option 50."""
@@ -317,7 +250,7 @@ class Tracker:
             self.counters["ack_not_selected"] += 1
         return commands
 
-    def _new_lease(self, msg: DhcpMessage, txn: _Txn | None, record: Lease | None, server: str,
+    def _new_lease(self, msg: DhcpMessage, txn: Txn | None, record: Lease | None, server: str,
                    lease_time: int, second: int) -> Lease:
         mac = msg.mac
         client_id = msg.client_id  # G10, R-ID-4: the reply's 61, else the transaction's, ...
@@ -355,7 +288,7 @@ class Tracker:
         )
 
     @staticmethod
-    def _hostname(msg: DhcpMessage, txn: _Txn | None,
+    def _hostname(msg: DhcpMessage, txn: Txn | None,
                   prev: Lease | None) -> tuple[str | None, str | None]:
         """R-HN-1 precedence: ack81, ack12, req81, req12, prev."""
         if msg.fqdn:
@@ -490,9 +423,9 @@ class Tracker:
             replies.popitem(last=False)
         return False
 
-    def _correlate(self, msg: DhcpMessage) -> _Txn | None:
+    def _correlate(self, msg: DhcpMessage) -> Txn | None:
         """R-TX-3: the transaction a reply answers, or None when it is uncorrelated."""
-        group = self._live_group((msg.xid, msg.htype, msg.chaddr), msg.ts)
+        group = self._txns.live_group((msg.xid, msg.htype, msg.chaddr), msg.ts)
         if group is None:
             return None
         match = None
@@ -504,93 +437,29 @@ class Tracker:
         elif len(group) == 1:
             match = group[0]
         if match is not None:
-            self._touch(match, msg.ts)
+            self._txns.touch(match, msg.ts)
         return match
 
-    def _decide(self, txn: _Txn | None, msg: DhcpMessage, server: str) -> None:
+    def _decide(self, txn: Txn | None, msg: DhcpMessage, server: str) -> None:
         """G15 / R-NK step 7; an uncorrelated reply gets an empty transaction to hold it."""
         if txn is None:
             group_key = (msg.xid, msg.htype, msg.chaddr)
-            group = self._live_group(group_key, msg.ts) or []
+            group = self._txns.live_group(group_key, msg.ts) or []
             txn = next((t for t in group if t.client_id == msg.client_id), None)
             if txn is None:
-                txn = self._open(group_key, msg.client_id, msg.ts)
+                txn = self._txns.open(group_key, msg.client_id, msg.ts)
         txn.decided = server
-        self._touch(txn, msg.ts)
+        self._txns.touch(txn, msg.ts)
 
     def _reject(self, reason: RejectReason, msg: DhcpMessage) -> list[Command]:
         self.counters[reason] += 1
         return [Rejected(reason, msg)]
 
-    # ---- the transaction table ---------------------------------------------------------------
-
-    def _live_group(self, group_key: GroupKey, ts: float) -> list[_Txn] | None:
-        """The live transactions of (xid, hw), after dropping any that outlived txn_ttl."""
-        group = self._groups.get(group_key)
-        if group is None:
-            return None
-        horizon = ts - self.config.txn_ttl
-        stale = [txn for txn in group if txn.last <= horizon]
-        if not stale:  # the usual case: nothing to drop
-            return group
-        for txn in stale:
-            self._drop(txn)
-        return self._groups.get(group_key)
-
-    def _open(self, group_key: GroupKey, client_id: str | None, ts: float) -> _Txn:
-        """A new transaction, after making room for it (R-TX-6)."""
-        chaddr = group_key[2]
-        cap_key: CapKey = (group_key[1], chaddr if chaddr else client_id)
-        peers = self._per_hw.get(cap_key)
-        if peers is not None and len(peers) >= self.config.txn_max_per_hw:
-            self._evict(_eviction_choice(peers))
-        if len(self._fresh) + len(self._settled) >= self.config.txn_max:
-            queue = self._fresh or self._settled
-            self._evict(next(iter(queue)))
-        txn = _Txn(group_key, cap_key, client_id, ts)
-        self._per_hw.setdefault(cap_key, []).append(txn)
-        self._groups.setdefault(group_key, []).append(txn)
-        self._fresh[txn] = None
-        return txn
-
-    def _touch(self, txn: _Txn, ts: float) -> None:
-        """Record activity, and move the entry to the end of its eviction class."""
-        if ts > txn.last:
-            txn.last = ts
-        fresh = txn.decided is None and not txn.saw_request
-        if fresh == txn.fresh:
-            (self._fresh if fresh else self._settled).move_to_end(txn)
-        else:
-            del (self._settled if fresh else self._fresh)[txn]
-            (self._fresh if fresh else self._settled)[txn] = None
-            txn.fresh = fresh
-
-    def _evict(self, txn: _Txn) -> None:
-        self.counters["txn_evicted"] += 1
-        self._drop(txn)
-
-    def _drop(self, txn: _Txn) -> None:
-        del (self._fresh if txn.fresh else self._settled)[txn]
-        group = self._groups[txn.group_key]
-        group.remove(txn)
-        if not group:
-            del self._groups[txn.group_key]
-        peers = self._per_hw[txn.cap_key]
-        peers.remove(txn)
-        if not peers:
-            del self._per_hw[txn.cap_key]
-
     def _sweep(self, ts: float) -> None:
         """Forget what outlived its time, oldest first: amortised O(1) per packet (R-TX-5,
         R-TX-7, R-EX). Lookups check ages themselves, so this only bounds memory."""
         self._swept_at = ts
-        horizon = ts - self.config.txn_ttl
-        for queue in (self._fresh, self._settled):
-            while queue:
-                txn = next(iter(queue))
-                if txn.last > horizon:
-                    break
-                self._drop(txn)
+        self._txns.sweep(ts)
         replies, window = self._replies, self.config.dup_window
         while replies:
             key, seen = next(iter(replies.items()))
