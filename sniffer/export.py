@@ -1,6 +1,6 @@
 """What `leases` prints for programs and pipes: a JSON array, JSON Lines, CSV, or plain text in
-columns. Each lease becomes one line as its batch arrives, so output starts with the first batch
-and nothing holds every lease as objects.
+columns (and `history` its plain columns). Each lease becomes one line as its batch arrives, so
+output starts with the first batch and nothing holds every lease as objects.
 
 Every field of the record comes out (LeaseRow's, in its order), numbers as numbers: `expires`
 (Unix seconds; null, or an empty CSV cell, for an infinite lease), `lease_time` (4294967295 when
@@ -21,8 +21,9 @@ from enum import StrEnum
 from typing import TextIO
 
 from sniffer.escape import printable
+from sniffer.history import GRANT, Entry, Holding
 from sniffer.lease import LeaseRow
-from sniffer.view.render import duration, relay
+from sniffer.view.render import duration, entry_label, expiry, moment, relay, until
 
 # Strings as JSON, every control and non-ASCII character escaped (\u...).
 _json_text = json.encoder.encode_basestring_ascii
@@ -66,20 +67,47 @@ def _csv_text(value: object) -> str:
 CSV_HEADER = ",".join(LeaseRow._fields) + "\r\n"
 _IS_NUMBER = tuple(name in NUMBERS for name in LeaseRow._fields)
 
-# The plain columns: name and format. The hostname is last, so that a long one cannot push the
-# columns after it out of line.
-PLAIN_COLUMNS = (("IP", "<15"), ("MAC", "<17"), ("EXPIRES IN", ">10"), ("SERVER", "<15"),
-                 ("RELAY", "<15"), ("KIND", "<7"), ("HOSTNAME", ""))
-_plain = "  ".join(f"{{:{spec}}}" for _name, spec in PLAIN_COLUMNS).format
-PLAIN_HEADER = _plain(*(name for name, _spec in PLAIN_COLUMNS)) + "\n"
+class Columns:
+    """Plain text in columns: names and formats. The hostname is last, so that a long one
+    cannot push the columns after it out of line. An empty cell is "-", so that each line
+    splits into as many words (awk, cut -w) as there are columns; a cell never holds a space
+    (the hostname's, being last, does no harm)."""
+
+    def __init__(self, *columns: tuple[str, str]) -> None:
+        self._format = "  ".join(f"{{:{spec}}}" for _name, spec in columns).format
+        self.header = self._format(*(name for name, _spec in columns)) + "\n"
+
+    def line(self, *cells: object) -> str:
+        return self._format(*(printable(cell) or "-" for cell in cells)) + "\n"
+
+
+PLAIN = Columns(("IP", "<15"), ("MAC", "<17"), ("EXPIRES IN", ">10"), ("SERVER", "<15"),
+                ("RELAY", "<15"), ("KIND", "<7"), ("HOSTNAME", ""))
+# `history` into a pipe: times in ISO 8601 (local time, as `--since` reads them).
+EVENTS = Columns(("TIME", "<19"), ("EVENT", "<16"), ("MAC", "<17"), ("EXPIRES", "<19"),
+                 ("SERVER", "<15"), ("RELAY", "<15"), ("PREVIOUS MAC", "<17"), ("HOSTNAME", ""))
+HOLDINGS = Columns(("IP", "<15"), ("FROM", "<19"), ("TO", "<19"), ("ENDED", "<10"),
+                   ("HOSTNAME", ""))
 
 
 def plain_line(row: LeaseRow) -> str:
-    """One line of columns; an empty cell is "-", so that each line splits into as many
-    words (awk, cut -w) as there are columns."""
-    cells = (row.ip, row.mac, duration(row.ttl if row.ttl >= 0 else None), row.server,
-             relay(row.giaddr), row.kind, row.hostname)
-    return _plain(*(printable(cell) or "-" for cell in cells)) + "\n"
+    return PLAIN.line(row.ip, row.mac, duration(row.ttl if row.ttl >= 0 else None), row.server,
+                      relay(row.giaddr), row.kind, row.hostname)
+
+
+def event_line(entry: Entry) -> str:
+    """One entry of `history IP`."""
+    event = entry.event
+    return EVENTS.line(moment(entry.time, "T"), entry_label(entry).replace(" ", "-"), event.mac,
+                       expiry(event, "T") if event.kind == GRANT else None, event.server,
+                       event.relay, entry.previous.mac if entry.previous is not None else None,
+                       event.hostname)
+
+
+def holding_line(holding: Holding) -> str:
+    """One hold of `history MAC`."""
+    return HOLDINGS.line(holding.ip, moment(holding.start, "T"), until(holding, "T"),
+                         holding.ended or "held", holding.grant.hostname)
 
 
 # Each format: how a lease becomes its line, and what comes before the first line.
@@ -87,7 +115,7 @@ LINES: dict[Format, tuple[Callable[[LeaseRow], str], str]] = {
     Format.json: (json_object, ""),
     Format.jsonl: (json_object, ""),
     Format.csv: (csv_line, CSV_HEADER),
-    Format.plain: (plain_line, PLAIN_HEADER),
+    Format.plain: (plain_line, PLAIN.header),
 }
 
 

@@ -1,6 +1,8 @@
 """What the CLI's commands print: the leases table (a page a batch, or redrawn with --watch),
-the answers of `history`, and `decode`'s rows."""
+the answers of `history` (a table on a terminal, plain columns into a pipe), and `decode`'s
+rows."""
 
+import sys
 import time
 from collections.abc import Iterable, Sequence
 
@@ -9,6 +11,7 @@ from rich.text import Text
 
 from sniffer.console import err, out
 from sniffer.dhcp import DhcpMessage
+from sniffer.export import EVENTS, HOLDINGS, event_line, holding_line
 from sniffer.history import Entry, Holding
 from sniffer.lease import LeaseRow
 from sniffer.listing import Query, listing
@@ -85,6 +88,8 @@ def print_events(ip: str, entries: Sequence[Entry], as_json: bool) -> None:
         out.print_json(data=[entry.to_json(ip) for entry in entries], ensure_ascii=True)
     elif not entries:
         err.print(Text(f"No events for {ip}."))
+    elif not out.is_terminal:
+        _write(EVENTS.header, map(event_line, entries))
     else:
         out.print(history_table(ip, entries))
 
@@ -95,8 +100,16 @@ def print_holdings(mac: str, holdings: Sequence[Holding], as_json: bool) -> None
         out.print_json(data=[holding.to_json() for holding in holdings], ensure_ascii=True)
     elif not holdings:
         err.print(Text(f"No addresses held by {mac}."))
+    elif not out.is_terminal:
+        _write(HOLDINGS.header, map(holding_line, holdings))
     else:
         out.print(holdings_table(mac, holdings))
+
+
+def _write(header: str, lines: Iterable[str]) -> None:
+    """Plain columns into a pipe (sniffer/export.py): no table drawing, no wrapping."""
+    sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    sys.stdout.write(header + "".join(lines))
 
 
 DECODE_HEADER = (f"{'frame':>6} {'time':<15} {'type':<13} {'xid':<8} {'client mac':<17} "

@@ -165,13 +165,18 @@ def test_the_history_of_an_address_is_labelled_newest_first(redis_url: str,
     window = history(redis_url, IP, "--since", str(T0 + 2000), "--until", str(T0 + 3000))
     assert [e["event"] for e in window] == ["released", "granted"]
 
+    # Into a pipe: plain columns, a word a cell ("-" when empty), times in ISO 8601.
     table = run_cli("history", IP, "--redis-url", redis_url)
     assert table.returncode == 0, table.stderr
-    rows = [line for line in table.stdout.splitlines() if "02:00:00:00:00:0" in line]
-    assert [row.split("│")[2].strip() for row in rows][:3] == ["expired", "reassigned",
-                                                                "granted"]
-    assert A_MAC in rows[1]  # the previous holder
-    assert time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(T0 + 3200)) in rows[1]
+    header, *rows = [line.split() for line in table.stdout.splitlines()]
+    assert header == ["TIME", "EVENT", "MAC", "EXPIRES", "SERVER", "RELAY", "PREVIOUS", "MAC",
+                      "HOSTNAME"]
+    assert [row[1] for row in rows] == [e["event"] for e in entries]
+    assert rows[1][:3] == [time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(T0 + 3200.1)),
+                           "reassigned", B_MAC]
+    assert rows[1][6] == A_MAC  # the previous holder
+    assert rows[3][3] == rows[3][6] == "-"  # a release has no expiry, nor a previous holder
+    assert "│" not in table.stdout and all(len(row) == 8 for row in rows)
 
 
 def test_the_addresses_of_a_mac_over_a_period(redis_url: str, tmp_path: Path) -> None:
@@ -189,7 +194,10 @@ def test_the_addresses_of_a_mac_over_a_period(redis_url: str, tmp_path: Path) ->
 
     table = run_cli("history", A_MAC, "--until", str(T0 + 100), "--redis-url", redis_url)
     assert table.returncode == 0, table.stderr
-    assert IP in table.stdout and IP2 not in table.stdout and "expired" in table.stdout
+    assert [line.split() for line in table.stdout.splitlines()] == [
+        ["IP", "FROM", "TO", "ENDED", "HOSTNAME"],
+        [IP, time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(T0 + 0.1)),
+         time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(T0 + 900)), "expired", "alpha"]]
     empty = run_cli("history", "02:00:00:00:00:99", "--redis-url", redis_url)
     assert (empty.returncode, empty.stdout) == (0, "")
     assert "No addresses held by 02:00:00:00:00:99" in empty.stderr

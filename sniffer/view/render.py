@@ -86,12 +86,13 @@ def stream_seconds(entry_id: str) -> float:
     return int(entry_id.partition("-")[0]) / 1000
 
 
-def moment(seconds: float | None) -> str:
-    """A Unix time as local date and time to the second; "" for None."""
+def moment(seconds: float | None, sep: str = " ") -> str:
+    """A Unix time as local date and time to the second (`sep` between them: "T" for ISO 8601);
+    "" for None."""
     if seconds is None:
         return ""
     try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+        return time.strftime(f"%Y-%m-%d{sep}%H:%M:%S", time.localtime(seconds))
     except (ValueError, OverflowError, OSError):
         return "?"
 
@@ -104,11 +105,9 @@ def history_table(ip: str, entries: Sequence[Entry]) -> Table:
         table.add_column(column, no_wrap=column in ("Time", "MAC", "Expires"))
     for entry in entries:
         event = entry.event
-        label = entry.label if entry.label != "ignored" else f"ignored {event.why}"
-        granted = event.kind == GRANT
         table.add_row(
-            safe(moment(entry.time)), safe(label), safe(event.mac),
-            safe(event.hostname), safe(_expires(event) if granted else ""),
+            safe(moment(entry.time)), safe(entry_label(entry)), safe(event.mac),
+            safe(event.hostname), safe(expiry(event) if event.kind == GRANT else ""),
             safe(event.server), safe(event.relay),
             safe(entry.previous.mac if entry.previous is not None else None))
     return table
@@ -120,7 +119,7 @@ def holdings_table(mac: str, holdings: Sequence[Holding]) -> Table:
     for column in ("IP", "From", "To", "Hostname", "Ended"):
         table.add_column(column, no_wrap=column != "Hostname")
     for holding in holdings:
-        table.add_row(safe(holding.ip), safe(moment(holding.start)), safe(_to(holding)),
+        table.add_row(safe(holding.ip), safe(moment(holding.start)), safe(until(holding)),
                       safe(holding.grant.hostname), safe(holding.ended or "held"))
     return table
 
@@ -132,8 +131,8 @@ def holder_table(holding: Holding) -> Table:
     table.add_column(style="bold")
     table.add_column()
     rows = (("mac", grant.mac), ("hostname", grant.hostname), ("client id", grant.client_id),
-            ("from", moment(holding.start)), ("to", _to(holding)), ("ended", holding.ended),
-            ("last grant", moment(grant.ts)), ("expires", _expires(grant)),
+            ("from", moment(holding.start)), ("to", until(holding)), ("ended", holding.ended),
+            ("last grant", moment(grant.ts)), ("expires", expiry(grant)),
             ("lease time", _lease_time(grant.lease_time)), ("server", grant.server),
             ("relay", grant.relay), ("circuit id", grant.circuit_id),
             ("remote id", grant.remote_id), ("xid", grant.xid))
@@ -143,12 +142,18 @@ def holder_table(holding: Holding) -> Table:
     return table
 
 
-def _to(holding: Holding) -> str:
-    return moment(holding.end) if holding.ended is not None else "now"
+def until(holding: Holding, sep: str = " ") -> str:
+    """When a hold ended, or "now"."""
+    return moment(holding.end, sep) if holding.ended is not None else "now"
 
 
-def _expires(grant: LogEvent) -> str:
-    return "never" if grant.expires is None else moment(grant.expires)
+def expiry(grant: LogEvent, sep: str = " ") -> str:
+    return "never" if grant.expires is None else moment(grant.expires, sep)
+
+
+def entry_label(entry: Entry) -> str:
+    """An entry's label, and for an ignored deletion what it was."""
+    return entry.label if entry.label != "ignored" else f"ignored {entry.event.why}"
 
 
 def _lease_time(seconds: int) -> str:
