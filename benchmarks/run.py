@@ -116,33 +116,55 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server() -> Iterator[tuple[str, redis.Redis]]:
-    """A scratch redis-server on a free port, without persistence; yields (URL, client)."""
+def redis_server(replica: bool = False
+                 ) -> Iterator[tuple[str, redis.Redis, list[redis.Redis]]]:
+    """A scratch redis-server on a free port, without persistence, and with `replica` one replica
+    of it (which applies every write too, as a cluster's replicas do); yields (URL, client, a
+    client of each server)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise CheckFailed("redis-server is not installed")
     workdir = Path(tempfile.mkdtemp(prefix="hive-bench-"))
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, decode_responses=True)
-    try:
+    processes: list[subprocess.Popen[bytes]] = []
+    clients: list[redis.Redis] = []
+
+    def start(*args: str) -> tuple[int, redis.Redis]:
+        port = free_port()
+        (workdir / str(port)).mkdir()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", str(workdir / str(port)), *args], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        processes.append(process)
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
+        clients.append(client)
         deadline = time.monotonic() + 10
         while True:
             try:
                 client.ping()
-                break
+                return port, client
             except redis.ConnectionError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise CheckFailed("redis-server did not start") from None
                 time.sleep(0.05)
-        yield url, client
+
+    try:
+        port, client = start()
+        if replica:
+            _, copy = start("--replicaof", "127.0.0.1", str(port))
+            deadline = time.monotonic() + 10
+            while copy.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise CheckFailed("the replica did not join its redis-server")
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", client, list(clients)
     finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
+        for client in clients:
+            client.close()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -150,6 +172,7 @@ def redis_server() -> Iterator[tuple[str, redis.Redis]]:
 class Timing:
     wall: float  # seconds
     cpu: float  # CPU seconds of the command and its children, and of Redis meanwhile
+    redis: float = 0.0  # of which Redis's (every server's, replicas too)
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -157,23 +180,23 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def timed(argv: Sequence[str], client: redis.Redis | None = None,
+def timed(argv: Sequence[str], servers: Sequence[redis.Redis] = (),
           **options: object) -> tuple[Timing, str]:
-    """Run a command to completion: its Timing and stdout; CheckFailed if it fails."""
+    """Run a command to completion: its Timing (with the CPU `servers` used meanwhile) and
+    stdout; CheckFailed if it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    redis_before = redis_cpu(client) if client is not None else 0.0
+    redis_before = sum(map(redis_cpu, servers))
     started = time.perf_counter()
     done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
                           **options)  # type: ignore[call-overload]
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if client is not None:
-        cpu += redis_cpu(client) - redis_before
+    used = sum(map(redis_cpu, servers)) - redis_before
     if done.returncode != 0:
         raise CheckFailed(f"{' '.join(map(str, argv[:3]))}... exited {done.returncode}: "
                           f"{done.stderr.strip()[-500:]}")
-    return Timing(elapsed, cpu), done.stdout
+    return Timing(elapsed, cpu + used, used), done.stdout
 
 
 def progress(message: str) -> None:
@@ -223,8 +246,23 @@ def floor_argv(path: Path, fields: Sequence[str]) -> list[str]:
     return argv
 
 
-def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool,
-           cluster: redis.RedisCluster | None = None, cluster_url: str = "") -> list[Row]:
+@dataclass(frozen=True)
+class Into:
+    """A store a replay is written into: its URL, a client that reads it back and flushes it,
+    and a client of each of its servers (replicas too), whose CPU counts."""
+
+    url: str
+    store: redis.Redis | redis.RedisCluster
+    servers: Sequence[redis.Redis]
+
+
+def replay(sizes: Sizes, repeat: int, one: Into, judge: bool,
+           replicated: Into | None = None, bare_cluster: Into | None = None,
+           cluster: Into | None = None) -> list[Row]:
+    """The replay against tshark's floor and the naive loop, into one server; and, like for
+    like, into a 3-master cluster without replicas against one server, and into a 3-master
+    cluster with a replica each against one server with a replica (a replica applies every
+    write again: on this machine's two cores its CPU is the masters' time)."""
     exchanges = sizes.replay_exchanges
     packets = 4 * exchanges
     path = cached_capture(f"replay-{exchanges}.pcap",
@@ -233,63 +271,85 @@ def replay(sizes: Sizes, repeat: int, url: str, client: redis.Redis, judge: bool
     def tshark(fields: Sequence[str]) -> Callable[[], Timing]:
         return lambda: timed(floor_argv(path, fields), stdin=subprocess.DEVNULL)[0]
 
-    def ours(into: str = url, store: redis.Redis | redis.RedisCluster = client) -> Timing:
-        store.flushall()
+    def ours(into: Into = one) -> Timing:
+        into.store.flushall()
         timing, out = timed(
-            [python(), "-m", "sniffer", "replay", str(path), "--redis-url", into],
-            client if store is client else None, cwd=REPO, stdin=subprocess.DEVNULL)
+            [python(), "-m", "sniffer", "replay", str(path), "--redis-url", into.url],
+            into.servers, cwd=REPO, stdin=subprocess.DEVNULL)
         if f"{exchanges:,} leases written" not in out:
             raise CheckFailed(f"dhcp-hive-mind replay: unexpected summary {out.strip()!r}")
-        check_leases(store, range(exchanges), hostnames=True)
+        check_leases(into.store, range(exchanges), hostnames=True)
         return timing
 
     def naive() -> Timing:
-        client.flushall()
-        timing, out = timed([python(), str(REPO / "benchmarks" / "naive.py"), str(path), url],
-                            client, cwd=REPO, stdin=subprocess.DEVNULL)
+        one.store.flushall()
+        timing, out = timed([python(), str(REPO / "benchmarks" / "naive.py"), str(path),
+                             one.url], one.servers, cwd=REPO, stdin=subprocess.DEVNULL)
         if out.strip() != str(exchanges):
             raise CheckFailed(f"naive pyshark loop wrote {out.strip()} ACKs, not {exchanges}")
-        check_leases(client, range(exchanges), hostnames=False)  # it cannot correlate
+        check_leases(one.store, range(exchanges), hostnames=False)  # it cannot correlate
         return timing
 
     contenders = {"tracker floor": tshark(TRACKER_FIELDS), "seed floor": tshark(SEED_FIELDS),
                   "ours": ours, "naive": naive}
-    if cluster is not None:
-        contenders["cluster"] = lambda: ours(cluster_url, cluster)
+    for name, into in (("one server and a replica", replicated),
+                       ("cluster, no replicas", bare_cluster),
+                       ("cluster, a replica each", cluster)):
+        if into is not None:
+            contenders[name] = lambda into=into: ours(into)
     # Interleaved, so that a slow spell of the machine hits every contender alike.
     runs: dict[str, list[Timing]] = {name: [] for name in contenders}
     for n in range(repeat):
         for name, measure in contenders.items():
             runs[name].append(measure())
             progress(f"replay {n + 1}/{repeat}: {name} {runs[name][-1].wall:.2f} s")
-    floor, seed_floor, mine, slow, *clustered = (
-        Timing(statistics.median(t.wall for t in runs[name]),
-               statistics.median(t.cpu for t in runs[name])) for name in contenders)
+    medians = {name: Timing(statistics.median(t.wall for t in timings),
+                            statistics.median(t.cpu for t in timings),
+                            statistics.median(t.redis for t in timings))
+               for name, timings in runs.items()}
+    floor, seed_floor = medians["tracker floor"], medians["seed floor"]
+    mine, slow = medians["ours"], medians["naive"]
     ratio = mine.wall / floor.wall
     label = f"replay {packets:,} packets ({exchanges:,} exchanges)"
 
     def measured(timing: Timing) -> str:
-        return f"{timing.wall:.2f} s (CPU {timing.cpu:.2f} s)"
+        redis_part = f", Redis {timing.redis:.2f} s" if timing.redis else ""
+        return f"{timing.wall:.2f} s (CPU {timing.cpu:.2f} s{redis_part})"
 
     def ratios(timing: Timing) -> str:
         return f"{timing.wall / floor.wall:.2f} (CPU {timing.cpu / floor.cpu:.2f})"
 
-    return [
+    def against(what: str, timing: Timing, base: Timing, base_name: str, target: bool) -> Row:
+        return Row(f"{label}: dhcp-hive-mind replay into {what}", measured(timing),
+                   f"{timing.wall / base.wall:.2f} x {base_name} "
+                   f"(CPU {timing.cpu / base.cpu:.2f})",
+                   f"<= {CLUSTER_TARGET:.2f} x" if target else "",
+                   verdict(timing.wall <= CLUSTER_TARGET * base.wall) if judge and target
+                   else "")
+
+    rows = [
         Row(f"{label}: tshark -Y dhcp, {len(TRACKER_FIELDS)} fields a tracker needs (floor)",
             measured(floor), ratios(floor)),
         Row(f"{label}: tshark -Y dhcp, {len(SEED_FIELDS)} seed-contract fields",
             measured(seed_floor), ratios(seed_floor)),
-        Row(f"{label}: dhcp-hive-mind replay into Redis", measured(mine), ratios(mine),
+        Row(f"{label}: dhcp-hive-mind replay into one Redis server, no replica",
+            measured(mine), ratios(mine),
             f"<= {REPLAY_TARGET:.2f}", verdict(ratio <= REPLAY_TARGET) if judge else ""),
         Row(f"{label}: naive pyshark loop into Redis", measured(slow), ratios(slow),
             "", f"{slow.wall / mine.wall:.0f}x ours"),
-    ] + [
-        Row(f"{label}: dhcp-hive-mind replay into a 3-master Redis Cluster (CPU: ours only)",
-            measured(spread),
-            f"{spread.wall / mine.wall:.2f} x one server",
-            f"<= {CLUSTER_TARGET:.2f} x one server",
-            verdict(spread.wall <= CLUSTER_TARGET * mine.wall) if judge else "")
-        for spread in clustered]
+    ]
+    if "cluster, no replicas" in medians:
+        rows.append(against("a 3-master Redis Cluster, no replicas",
+                            medians["cluster, no replicas"], mine, "one server", True))
+    if "one server and a replica" in medians:
+        paired = medians["one server and a replica"]
+        rows.append(against("one Redis server and a replica", paired, mine, "one server",
+                            False))
+        if "cluster, a replica each" in medians:
+            rows.append(against("a 3-master Redis Cluster, a replica each",
+                                medians["cluster, a replica each"], paired,
+                                "one server and a replica", True))
+    return rows
 
 
 # ---- memory --------------------------------------------------------------------------------------
@@ -578,11 +638,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(machine(), flush=True)
     rows: list[Row] = []
     try:
-        with redis_server() as (url, client):
+        with redis_server() as (url, client, servers):
             if "replay" in parts:
-                with redis_cluster() as cluster, cluster.client() as cluster_client:
-                    rows += replay(sizes, repeat, url, client, judge, cluster_client,
-                                   cluster.url)
+                with (redis_server(replica=True) as (paired_url, paired, paired_servers),
+                      redis_cluster(replicas=0) as bare, bare.client() as bare_client,
+                      redis_cluster() as cluster, cluster.client() as cluster_client):
+                    rows += replay(
+                        sizes, repeat, Into(url, client, servers), judge,
+                        Into(paired_url, paired, paired_servers),
+                        Into(bare.url, bare_client, bare.nodes()),
+                        Into(cluster.url, cluster_client, cluster.nodes()))
             if "memory" in parts:
                 rows += memory(sizes, url, client, judge)
             if "reads" in parts:

@@ -1,5 +1,6 @@
 """A real Redis Cluster for tests: six redis-server processes with `cluster-enabled yes` on free
-ports (three masters, one replica each), joined by `redis-cli --cluster create`."""
+ports (three masters, one replica each), joined by `redis-cli --cluster create`; or, for the
+benchmarks' like-for-like rows, the three masters alone."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import redis
 from tests.conftest import require_tool
 from tests.redis_procs import RedisProcesses, wait_ready
 
-NODES = 6
+MASTERS = 3
 BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000, so ports stay below 55536
 
 
@@ -50,6 +51,10 @@ class RedisCluster(RedisProcesses):
     def client(self) -> redis.RedisCluster:
         return redis.RedisCluster(host=self.host, port=self.ports[0], decode_responses=True)
 
+    def nodes(self) -> list[redis.Redis]:
+        """A client of each node, replicas too."""
+        return [redis.Redis(host=self.host, port=port) for port in self.ports]
+
     def flush(self) -> None:
         with self.client() as client:
             client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
@@ -61,12 +66,12 @@ def _cluster_ok(host: str, port: int) -> bool:
 
 
 @contextmanager
-def redis_cluster(host: str = "127.0.0.1") -> Iterator[RedisCluster]:
-    """Six nodes, three masters with a replica each, every slot covered, listening on `host`
+def redis_cluster(host: str = "127.0.0.1", replicas: int = 1) -> Iterator[RedisCluster]:
+    """Three masters with `replicas` replicas each, every slot covered, listening on `host`
     (an address of this machine); stopped at the end."""
     server, cli = require_tool("redis-server"), require_tool("redis-cli")
     cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="hive-cluster-")), server, host=host)
-    for _ in range(NODES):
+    for _ in range(MASTERS * (1 + replicas)):
         cluster.ports.append(_node_port(cluster.ports))
     try:
         for port in cluster.ports:
@@ -82,7 +87,7 @@ def redis_cluster(host: str = "127.0.0.1") -> Iterator[RedisCluster]:
             wait_ready(f"Redis Cluster: node {port}", redis.Redis(host=host, port=port).ping, 30)
         subprocess.run(
             [cli, "--cluster", "create", *(f"{host}:{port}" for port in cluster.ports),
-             "--cluster-replicas", "1", "--cluster-yes"],
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
         for port in cluster.ports:
             wait_ready(f"Redis Cluster: cluster_state on {port}",
