@@ -10,9 +10,11 @@ tells, besides a write that fails (the writer's WriteQueue re-asserts its recent
 * a check that fails (connection lost, READONLY, MOVED, a timeout): the same;
 * the masters' run ids (INFO server, every master of a cluster): one gone means a master was
   restarted or replaced by a replica (a failover): the recent writes are re-asserted;
-* the writer's marker, a key without TTL holding a token of this process, written at start:
-  missing or changed, the store lost what it held (restarted empty, or from an older snapshot):
-  every current lease the tracker holds is re-asserted.
+* the writer's marker, a key without TTL holding a token of this process, written at start (on
+  a cluster one on each master, so that one master restarted empty is told too): missing or
+  changed, the store (or that master) lost what it held (restarted empty, or from an older
+  snapshot): every current lease the tracker holds is re-asserted, which is harmless where
+  nothing was lost.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Probe:
     """What one check of the store found."""
 
     run_ids: frozenset[str] | None  # the masters' run ids; None: not known (INFO refused)
-    marked: bool  # the writer's marker holds this process's token
+    marked: bool  # the writer's marker (every one, on a cluster) holds this process's token
 
 
 class StoreWatch:

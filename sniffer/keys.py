@@ -83,6 +83,13 @@ class Keys:
         changed, the store lost what the writer wrote."""
         return f"{self.namespace}:mark:{writer_id}"
 
+    def cluster_mark(self, writer_id: str, tag: str) -> str:
+        """One of a running writer's markers on a Redis Cluster, one on each master: `tag` (a
+        number, sniffer/registry.py picks it) is the hash tag that puts the key in a slot that
+        master serves. The tag comes before the writer id, whose braces would be the tag
+        otherwise."""
+        return f"{self.namespace}:mark:{{{tag}}}:{writer_id}"
+
     @property
     def seed_pattern(self) -> str:
         """SCAN pattern for keys that may be seed hashes; `seed_ip` confirms each."""

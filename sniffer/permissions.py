@@ -56,8 +56,10 @@ def writing_commands(keys: Keys, writer: str) -> list[tuple[str, ...]]:
                  ("HKEYS", keys.writers), ("TIME",)]
     heartbeat = keys.writer(writer)  # the writer's registration
     commands += [("GET", heartbeat), ("SET", heartbeat, "0", "EX", "1"), ("DEL", heartbeat)]
-    mark = keys.mark(writer)  # what tells it that Redis lost its writes (sniffer/durability.py)
-    commands += [("GET", mark), ("SET", mark, "0"), ("DEL", mark)]
+    # What tells it that Redis lost its writes (sniffer/durability.py): its marker, on a
+    # cluster one on each master.
+    for mark in (keys.mark(writer), keys.cluster_mark(writer, "0")):
+        commands += [("GET", mark), ("SET", mark, "0"), ("DEL", mark)]
     return commands
 
 

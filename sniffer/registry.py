@@ -25,9 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.crc import key_slot
 
 from sniffer.connection import StoreError, is_cluster, redis_errors
 from sniffer.durability import Probe
@@ -246,26 +247,70 @@ def _describe(writer: LiveWriter) -> str:
 class StoreProbe:
     """The Redis side of a writer's durability checks (sniffer/durability.py): its marker, a key
     without TTL holding a token of this process, and the run ids of the masters (INFO server;
-    on a cluster every master's). A user not allowed INFO has the marker alone."""
+    on a cluster every master's). A user not allowed INFO has the marker alone.
+
+    On a cluster the writer keeps a marker on every master (`Keys.cluster_mark`, in a slot the
+    master serves as the client's slot map has it), so that a master restarted empty is told
+    from the others, whose markers hold on. When the map changes (a reshard, a master added)
+    the markers it asks for that were never written are written at that check, not counted
+    as lost."""
 
     def __init__(self, client: redis.Redis, keys: Keys, writer_id: str) -> None:
         self.client = client
-        self.key = keys.mark(writer_id)
+        self.keys = keys
+        self.writer_id = writer_id
         self.token = secrets.token_hex(8)
         self._info = True  # INFO allowed, as far as we know
+        self._written: set[str] = set()  # every marker written, removed by unmark()
+        self._map: dict[int, str] = {}  # the slot map (slot -> master) the markers were for
+        self._markers = [keys.mark(writer_id)]
 
     def mark(self) -> None:
-        with redis_errors("check"):
-            self.client.set(self.key, self.token)
+        self._set(self._current())
 
     def unmark(self) -> None:
         with redis_errors("check"):
-            self.client.delete(self.key)
+            pipe = self.client.pipeline(transaction=False)
+            for key in sorted(self._written):
+                pipe.delete(key)
+            pipe.execute()
+        self._written.clear()
 
     def check(self) -> Probe:
+        markers = self._current()
+        new = [key for key in markers if key not in self._written] if self._written else []
+        self._set(new)  # the map changed since mark(): nothing to compare with there yet
+        kept = [key for key in markers if key not in new]
         with redis_errors("check"):
-            marked = _text(self.client.get(self.key)) == self.token
+            pipe = self.client.pipeline(transaction=False)
+            for key in kept:
+                pipe.get(key)
+            marked = all(_text(value) == self.token for value in pipe.execute())
             return Probe(self._run_ids(), marked)
+
+    def _set(self, markers: list[str]) -> None:
+        if not markers:
+            return
+        with redis_errors("check"):
+            pipe = self.client.pipeline(transaction=False)
+            for key in markers:
+                pipe.set(key, self.token)
+            pipe.execute()
+        self._written.update(markers)
+
+    def _current(self) -> list[str]:
+        """The markers for the slot map as the client has it now: one key standalone; on a
+        cluster one per master, each with the first tag (0, 1, ...) whose slot it serves."""
+        if not is_cluster(self.client):
+            return self._markers
+        slots: Any = cast(redis.RedisCluster, self.client).nodes_manager.slots_cache
+        # A copy first: the heartbeat's thread may have the client update the map meanwhile.
+        masters = {slot: nodes[0].name for slot, nodes in list(slots.items()) if nodes}
+        if masters != self._map:
+            self._map = masters
+            self._markers = _one_per_master(masters, lambda tag: self.keys.cluster_mark(
+                self.writer_id, tag))
+        return self._markers
 
     def _run_ids(self) -> frozenset[str] | None:
         if not self._info:
@@ -285,3 +330,21 @@ class StoreProbe:
                      "marker")
             return None
         return frozenset(str(reply["run_id"]) for reply in replies)
+
+
+TAGS_TRIED = 1 << 16  # far more than the masters of any cluster need (3 masters: a few)
+
+
+def _one_per_master(masters: dict[int, str], key: Callable[[str], str]) -> list[str]:
+    """`key(tag)` for the first tag (0, 1, ...) whose slot each master in `masters` (slot ->
+    master) serves. A namespace with braces puts every key in one slot: one master then."""
+    found: dict[str, str] = {}
+    count = len(set(masters.values()))
+    for n in range(TAGS_TRIED):
+        name = key(str(n))
+        master = masters.get(key_slot(name.encode()))
+        if master is not None and master not in found:
+            found[master] = name
+            if len(found) == count:
+                break
+    return sorted(found.values())

@@ -18,8 +18,10 @@ class RedisProcesses:
     workdir: Path
     binary: str  # redis-server
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # by port
+    args: dict[int, tuple[str, ...]] = field(default_factory=dict)  # each server's, by port
 
     def start(self, port: int, *args: str) -> None:
+        self.args[port] = args
         self.procs[port] = subprocess.Popen(
             [self.binary, *args], cwd=self.workdir, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
@@ -29,6 +31,10 @@ class RedisProcesses:
         proc = self.procs.pop(port)
         proc.kill()
         proc.wait(timeout=10)
+
+    def restart(self, port: int) -> None:
+        """Start the server on this port again (after kill), with the arguments it had."""
+        self.start(port, *self.args[port])
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -1,17 +1,20 @@
 """Durability (hive.md R-HV-8). StoreWatch, the checks' policy, without Redis or clocks: when a
 check is due, and what the marker and the masters' run ids found tell; the tracker's current
 leases as the grants that re-assert them. Then StoreProbe and the writer against a real Redis
-and a real cluster: what a check reads, and a store emptied under a running writer.
+and a real cluster: what a check reads (on a cluster a marker on every master, followed through
+a reshard), and a store emptied under a running writer.
 (test_failover.py has the live cases H9 and H10.)"""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Callable
 
 import redis
 from helpers import build_lease
+from redis.crc import key_slot
 from redis_cluster import RedisCluster, redis_cluster
 
 from sniffer.commands import Grant, GrantEvent
@@ -99,6 +102,96 @@ def test_the_probe_reads_every_masters_run_id_on_a_cluster(cluster: RedisCluster
         found = probe.check()
         assert found.marked
         assert found.run_ids is not None and len(found.run_ids) == 3  # the three masters
+    finally:
+        close_redis(client)
+
+
+def markers_by_master(cluster: RedisCluster) -> dict[int, dict[str, str]]:
+    """Each master's (by port) marker keys and their values, read from the node itself."""
+    found: dict[int, dict[str, str]] = {}
+    with cluster.client() as admin:
+        for master in admin.get_primaries():
+            with redis.Redis(port=master.port, decode_responses=True) as node:
+                found[master.port] = {key: node.get(key) for key in
+                                      node.keys("dhcp-hive-mind:mark:*")}
+    return found
+
+
+def test_on_a_cluster_a_master_emptied_alone_is_told_by_its_own_marker(
+        cluster: RedisCluster) -> None:
+    """A marker on each master, in a slot it serves: one master emptied (FLUSHALL on that node
+    alone stands for its restart without persistence), the others holding theirs, is a lost
+    marker; the marks written again, found again; all removed at the clean stop."""
+    client, _shown = open_redis(cluster.url)
+    try:
+        probe = StoreProbe(client, Keys(), "w1")
+        probe.mark()
+        markers = markers_by_master(cluster)
+        assert len(markers) == 3
+        for found in markers.values():
+            [(key, value)] = found.items()
+            assert re.fullmatch(r"dhcp-hive-mind:mark:\{\d+\}:w1", key)
+            assert value == probe.token
+        assert probe.check().marked
+        emptied = min(markers)
+        with redis.Redis(port=emptied) as node:
+            node.flushall()
+        assert not probe.check().marked
+        probe.mark()
+        assert markers_by_master(cluster) == markers  # the same keys again
+        assert probe.check().marked
+        probe.unmark()
+        assert all(not found for found in markers_by_master(cluster).values())
+    finally:
+        close_redis(client)
+
+
+def move_slot(cluster: RedisCluster, slot: int, to: int) -> None:
+    """Move one slot, with its keys, to the master at port `to`, as a reshard does."""
+    with cluster.client() as admin:
+        source = admin.nodes_manager.get_node_from_slot(slot).port
+        masters = [node.port for node in admin.get_primaries()]
+    with redis.Redis(port=source, decode_responses=True) as src, \
+            redis.Redis(port=to, decode_responses=True) as dst:
+        src_id, dst_id = src.cluster("myid"), dst.cluster("myid")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            src.migrate(cluster.host, to, keys, 0, 5000)
+    for port in masters:
+        with redis.Redis(port=port) as node:
+            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+
+def test_on_a_cluster_a_reshard_moves_a_marker_and_is_no_loss(cluster: RedisCluster) -> None:
+    """The slot of a master's marker moved to another master (its key with it): the probe
+    follows the move, finds every marker, writes one on the master that lost its slot, and
+    removes them all at the end."""
+    client, _shown = open_redis(cluster.url)
+    probe = StoreProbe(client, Keys(), "w1")
+    with cluster.client() as admin:
+        masters = sorted(node.port for node in admin.get_primaries())
+    try:
+        probe.mark()
+        before = markers_by_master(cluster)
+        [key] = before[masters[0]]
+        slot = key_slot(key.encode())
+        move_slot(cluster, slot, masters[1])
+        try:
+            for _ in range(3):  # the first follows the move; the next have the new map
+                assert probe.check().marked
+            after = markers_by_master(cluster)
+            assert key in after[masters[1]]  # moved with its slot
+            assert len(after[masters[0]]) == 1 and key not in after[masters[0]]
+            with redis.Redis(port=masters[0]) as node:
+                node.flushall()
+            assert not probe.check().marked  # the new marker is watched like the others
+            probe.mark()
+            probe.unmark()
+            assert all(not found for found in markers_by_master(cluster).values())
+        finally:
+            move_slot(cluster, slot, masters[0])
     finally:
         close_redis(client)
 

@@ -2,7 +2,8 @@
 tcpdump and tshark capturing frames built here) whose Redis loses writes it acknowledged.
 
 H10: the redis-server, without persistence, is restarted empty while the sniffer holds 5,000
-current leases: every one comes back with its original expiry. H9: on a Sentinel set, a lease
+current leases: every one comes back with its original expiry; on a cluster, one master restarted
+empty alone: the same. H9: on a Sentinel set, a lease
 the master took but never passed on (its replicas frozen), then the master killed and a replica
 promoted that never got it: the sniffer re-asserts it into the new master.
 """
@@ -11,14 +12,18 @@ promoted that never got it: the sniffer re-asserts it into the new master.
 from __future__ import annotations
 
 import secrets
+import shutil
 import signal
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from conftest import free_port, require_root, require_tool
-from lab import FrameSender, Namespace, RedisServer, fetch, run, sniff_daemon, wait_for
+from lab import Daemon, FrameSender, Namespace, RedisServer, fetch, run, sniff_daemon, wait_for
+from redis_cluster import redis_cluster
 from sentinel_set import sentinel_set
 from specharness import S1
 from test_sniff import (  # noqa: F401  (the fixtures: found by pytest under these names)
@@ -130,17 +135,36 @@ class RootLink:
         run(["ip", "netns", "del", self.ns.name])  # the veth pair goes with it
 
 
-def test_h9_a_write_the_dead_master_never_passed_on_is_reasserted_into_the_new_one(
-        tmp_path: Path) -> None:
+def require_live() -> None:
     require_root(LIVE_CAPTURE)
     for name in ("tcpdump", "tshark", "redis-server"):
         require_tool(name)
+
+
+def root_sniffer(url: str, port: int, log: Path, *args: str) -> tuple[RootLink, Daemon]:
+    """A RootLink and a sniffer capturing on its end here, writing to `url`, its metrics on
+    `port` (of 127.0.0.1 here)."""
+    link = RootLink()
+    return link, sniff_daemon(RootNamespace(""), [
+        "-i", link.iface, "--redis-url", url, "--allow-server", S1, "--metrics-port", str(port),
+        *args], log)
+
+
+def root_metrics(port: int) -> dict[str, float]:
+    """A root_sniffer's metrics as {name{labels}: value}."""
+    text = fetch(RootNamespace(""), f"http://127.0.0.1:{port}/metrics")
+    return {name: float(value) for name, _, value in
+            (line.rpartition(" ") for line in text.splitlines())
+            if name and not name.startswith("#")}
+
+
+def test_h9_a_write_the_dead_master_never_passed_on_is_reasserted_into_the_new_one(
+        tmp_path: Path) -> None:
+    require_live()
     port = free_port()
     with sentinel_set() as nodes:
-        link = RootLink()
-        sniffer = sniff_daemon(RootNamespace(""), [
-            "-i", link.iface, "--redis-url", nodes.url, "--allow-server", S1,
-            "--metrics-port", str(port), "--writer-id", "h9"], tmp_path / "sniff.log")
+        link, sniffer = root_sniffer(nodes.url, port, tmp_path / "sniff.log", "--writer-id",
+                                     "h9")
         try:
             sniffer.wait_output(rf"capturing on {link.iface}")
             old = nodes.master_port()
@@ -171,9 +195,8 @@ def test_h9_a_write_the_dead_master_never_passed_on_is_reasserted_into_the_new_o
                 assert new.hgetall(client_ip(0)) == {"mac": client_mac(0)}
             sniffer.wait_output(r"WARNING re-asserting the \d+ writes Redis took in the last "
                                 r"30 s|WARNING Redis lost writes \(run id changed")
-            text = fetch(RootNamespace(""), f"http://127.0.0.1:{port}/metrics")
-            reasserted = sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
-                             if line.startswith("dhcp_hive_mind_reasserted_total{"))
+            reasserted = sum(value for name, value in root_metrics(port).items()
+                             if name.startswith("dhcp_hive_mind_reasserted_total{"))
             assert reasserted >= 2  # at least clients 0 and 1, written in the last 30 s
             assert sniffer.stop(signal.SIGTERM) == 0
         finally:
@@ -181,3 +204,68 @@ def test_h9_a_write_the_dead_master_never_passed_on_is_reasserted_into_the_new_o
             link.close()
     assert "ERROR" not in sniffer.output()
 
+
+
+CLUSTER_LEASES, CLUSTER_CHUNK = 300, 100  # spread over the three masters
+
+
+def test_h10_on_a_cluster_a_master_restarted_empty_gets_its_leases_back(tmp_path: Path) -> None:
+    """One cluster master, without persistence, restarted empty with its slots (its nodes.conf
+    kept; its replica may not fail over, and re-syncs from it, empty too) while the sniffer
+    holds leases on every master, all older than --reassert-seconds: the master's own marker
+    is gone, so every lease is re-asserted, and those of that master come back with their
+    original expiries."""
+    require_live()
+    port = free_port()
+    with redis_cluster() as nodes:
+        link, sniffer = root_sniffer(nodes.url, port, tmp_path / "sniff.log", "--writer-id",
+                                     "h10c", "--reassert-seconds", "1")
+        client = nodes.client()
+        try:
+            sniffer.wait_output(rf"capturing on {link.iface}")
+            for first in range(0, CLUSTER_LEASES, CLUSTER_CHUNK):
+                link.send(exchanges(first, CLUSTER_CHUNK))
+                wait_for(lambda first=first: client.zcard(f"{NS}:expiry") ==
+                         first + CLUSTER_CHUNK, f"{first + CLUSTER_CHUNK} leases in Redis",
+                         timeout=60)
+            before = expiries(client, CLUSTER_LEASES)
+            assert all(int(expires) == seed == detail for expires, seed, detail in
+                       before.values())
+            by_master = Counter(client.get_node_from_key(client_ip(n)).port
+                                for n in range(CLUSTER_LEASES))
+            assert len(by_master) == 3 and min(by_master.values()) > 50
+            victim = client.get_node_from_key(client_ip(0)).port
+            for node_port in nodes.ports:  # the victim comes back as the master of its slots
+                with redis.Redis(port=node_port) as node:
+                    node.config_set("cluster-replica-no-failover", "yes")
+            time.sleep(2)  # every lease older than --reassert-seconds
+            nodes.kill(victim)
+            workdir = nodes.workdir / str(victim)
+            assert (workdir / "nodes.conf").exists()
+            for name in ("dump.rdb", "appendonlydir"):
+                shutil.rmtree(workdir / name, ignore_errors=True)
+                (workdir / name).unlink(missing_ok=True)
+            nodes.restart(victim)
+            sniffer.wait_output(r"WARNING Redis lost writes \(store emptied\): re-asserting "
+                                rf"{CLUSTER_LEASES} leases", timeout=60)
+
+            def all_back() -> bool:
+                try:
+                    return expiries(client, CLUSTER_LEASES) == before
+                except redis.RedisError:
+                    return False
+            wait_for(all_back, "every lease back with its expiry", timeout=60)
+            with redis.Redis(port=victim) as node:
+                assert node.info("replication")["role"] == "master"
+            assert client.hgetall(client_ip(0)) == {"mac": client_mac(0)}
+            values = root_metrics(port)
+            assert values['dhcp_hive_mind_store_resets_total{kind="emptied"}'] == 1
+            assert values['dhcp_hive_mind_reasserted_total{reason="emptied"}'] == CLUSTER_LEASES
+            assert sniffer.stop(signal.SIGTERM) == 0
+            wait_for(lambda: not client.keys(f"{NS}:mark:*", target_nodes=client.PRIMARIES),
+                     "the markers removed at the clean stop", timeout=10)
+        finally:
+            sniffer.stop(signal.SIGKILL)
+            client.close()
+            link.close()
+    assert "ERROR" not in sniffer.output()
