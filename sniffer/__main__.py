@@ -1,3 +1,3 @@
-from sniffer.cli import main
+from sniffer.head_start import main
 
 main()

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from sniffer import head_start
 from sniffer.dhcp import Datagram
 from sniffer.tshark import (
     DEFAULT_PORTS,
@@ -190,8 +191,8 @@ class _TsharkReader:
 
     def rows(self, ports: frozenset[int]) -> Generator[Sequence[str], None, None]:
         argv = tshark_argv(["-r", STDIN if self._stdin else str(self._path)], ports)
-        self._process = TsharkProcess(argv, self._label,
-                                      stdin=0 if self._stdin else subprocess.DEVNULL)
+        self._process = head_start.claim(argv) or TsharkProcess(
+            argv, self._label, stdin=0 if self._stdin else subprocess.DEVNULL)
         for line in self._process.lines():
             yield line.rstrip("\n").split("\t")
         self._process.finish()
