@@ -12,7 +12,6 @@ oldest dropped, loudly, when it overflows) and are written once Redis answers ag
 from __future__ import annotations
 
 import collections
-import itertools
 import signal
 import sys
 import threading
@@ -91,32 +90,31 @@ class SniffConfig:
 @dataclass
 class LivePipeline(Pipeline):
     """A Pipeline whose writes go to a RedisWriter, with the capture time of the packet behind
-    each; flush() hands them over and never waits for Redis. Rogue replies are logged."""
+    each; flush() hands them over and never waits for Redis. Rogue replies are logged.
+
+    The capture time is the command's own (a rejected reply's message's): the tracker stamps
+    each grant and deletion with the packet's (a deletion with its grant's when the capture's
+    clock ran back), so that feed() is Pipeline's, with no per-packet bookkeeping here."""
 
     writer: RedisWriter | None = None
     rogue_log: RogueLog = field(default_factory=RogueLog)
-    _stamps: list[float] = field(default_factory=list)  # capture time of each pending command
 
     def __post_init__(self) -> None:
         self.batch_size = sys.maxsize  # Pipeline.feed never flushes: the writer batches
-
-    def feed(self, datagram: Datagram) -> None:
-        before = len(self._pending)
-        super().feed(datagram)
-        if len(self._pending) > before:
-            self._stamps.extend(itertools.repeat(datagram.ts, len(self._pending) - before))
 
     def flush(self) -> None:
         if not self._pending:
             return
         entries: list[Entry] = []
-        for command, ts in zip(self._pending, self._stamps, strict=True):
+        for command in self._pending:
             if isinstance(command, Rejected):
                 if command.reason not in ROGUE_REASONS:
                     continue  # nothing to write
                 self.rogue_log.note(command)
-            entries.append((command, ts))
-        self._pending, self._stamps = [], []
+                entries.append((command, command.msg.ts))
+            else:
+                entries.append((command, command.ts))
+        self._pending = []
         assert self.writer is not None
         self.writer.put(entries)
 
