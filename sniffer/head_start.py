@@ -5,8 +5,10 @@ long to import the CLI, redis-py and the pipeline and to parse the options: one 
 they were a sixth of a 100,000-packet replay. So before the rest of the program is imported, a
 command line that looks like a replay of a named file starts that file's tshark, which loads
 while Python does; the replay takes it over if its command line is exactly the one it would
-have started (`claim`), and starts its own otherwise. A head start nobody claims (a mistaken
-guess, a replay that stops before reading, `--help`) is stopped at exit.
+have started (`claim`), and starts its own otherwise. Its output is read into memory meanwhile
+(up to a limit), so that it does not stop at a full pipe while Python is still starting. A head
+start nobody claims (a mistaken guess, a replay that stops before reading, `--help`) is stopped
+at exit.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def start(args: Sequence[str]) -> None:
         process = TsharkProcess(argv, path, stdin=subprocess.DEVNULL)
     except CaptureError:
         return  # no tshark: the replay says so in its own words
+    process.read_ahead()
     _started[tuple(argv)] = process
     atexit.register(process.stop)  # stopping a claimed one again does nothing
 

@@ -13,8 +13,11 @@ import contextlib
 import fcntl
 import functools
 import io
+import os
+import select
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
@@ -49,6 +52,9 @@ STDOUT_BUFFER = 1 << 20
 # tshark's stdout pipe: 1 MiB (Linux's limit for unprivileged users) instead of 64 KiB, so that
 # tshark keeps decoding while we wait for Redis, rather than blocking after 100 lines.
 PIPE_SIZE = 1 << 20
+# What a tshark started ahead (read_ahead) may print into memory before its lines are read.
+READ_AHEAD_LIMIT = 16 << 20  # about half a second of its output
+AHEAD_PAUSE = 0.005  # seconds
 
 
 class CaptureError(HiveError):
@@ -237,10 +243,49 @@ class TsharkProcess:
         assert self._popen.stdout is not None
         with contextlib.suppress(OSError):  # a lower limit (pipe-max-size) keeps the default
             fcntl.fcntl(self._popen.stdout, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self._ahead: list[bytes] = []
+        self._ahead_stop = threading.Event()
+        self._ahead_thread: threading.Thread | None = None
 
-    def lines(self) -> IO[str]:
+    def read_ahead(self, limit: int = READ_AHEAD_LIMIT) -> None:
+        """Take its output into memory from a thread of its own, up to `limit` bytes, until
+        lines() is called: a tshark started before Python is ready to read goes on decoding,
+        where a full pipe would stop it after a megabyte (50 ms of its work)."""
+        self._ahead_thread = threading.Thread(target=self._read_ahead, args=(limit,),
+                                              name="tshark-read-ahead", daemon=True)
+        self._ahead_thread.start()
+
+    def _read_ahead(self, limit: int) -> None:
         assert self._popen.stdout is not None
-        return self._popen.stdout
+        fd = self._popen.stdout.fileno()
+        taken = 0
+        # Short waits, so that the thread stops soon once asked; between reads, a pause that
+        # lets the pipe fill (tshark writes 4 KiB at a time): each read takes the GIL from the
+        # imports.
+        while taken < limit and not self._ahead_stop.wait(AHEAD_PAUSE):
+            if select.select([fd], [], [], AHEAD_PAUSE)[0]:
+                data = os.read(fd, STDOUT_BUFFER)
+                if not data:
+                    return
+                self._ahead.append(data)
+                taken += len(data)
+
+    def _end_read_ahead(self) -> bytes:
+        """Stop the read-ahead thread, if there is one; what it read."""
+        thread, self._ahead_thread = self._ahead_thread, None
+        if thread is None:
+            return b""
+        self._ahead_stop.set()
+        thread.join()
+        ahead, self._ahead = b"".join(self._ahead), []
+        return ahead
+
+    def lines(self) -> Iterator[str]:
+        """Its output as text lines (with their newlines), what was read ahead first."""
+        stdout = self._popen.stdout
+        assert stdout is not None
+        ahead = self._end_read_ahead()
+        return _after(ahead, stdout) if ahead else stdout
 
     def batches(self) -> Iterator[list[str]]:
         """Its output as it comes, in batches of whole lines (without their newlines): what
@@ -294,6 +339,7 @@ class TsharkProcess:
 
         Closing stdout first makes a tshark blocked on a full pipe fail its write and exit,
         instead of waiting there for the SIGTERM it cannot act on."""
+        self._end_read_ahead()
         if self._popen.stdout is not None:
             self._popen.stdout.close()
         if self.running():
@@ -304,6 +350,16 @@ class TsharkProcess:
                 self._popen.kill()
                 self._popen.wait()
         self._stderr.close()
+
+
+def _after(ahead: bytes, rest: IO[str]) -> Iterator[str]:
+    """The lines of `ahead` (bytes of tshark's output), then those of `rest`, the line that
+    `ahead` cut in two made whole again."""
+    cut = ahead.rfind(b"\n") + 1
+    yield from io.TextIOWrapper(io.BytesIO(ahead[:cut]), encoding="ascii", errors="replace")
+    if cut < len(ahead):
+        yield ahead[cut:].decode("ascii", "replace") + next(rest, "")
+    yield from rest
 
 
 def failure_message(stderr_lines: Iterable[str], status: int) -> str:

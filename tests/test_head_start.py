@@ -4,15 +4,17 @@ one nobody takes is stopped."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer.main
-from conftest import require_tool
+from conftest import SHARED_PCAPS, require_tool
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
@@ -21,7 +23,9 @@ from scapy.utils import wrpcap
 from sniffer import head_start
 from sniffer.capture_file import read_file
 from sniffer.cli import app
-from sniffer.tshark import DEFAULT_PORTS, tshark_argv
+from sniffer.tshark import DEFAULT_PORTS, _after, tshark_argv
+
+FLOOD = SHARED_PCAPS / "sv_dhcp_request_flood_10000_discover.pcap"
 
 
 @pytest.fixture
@@ -90,6 +94,28 @@ def test_the_replay_takes_over_the_tshark_started_ahead(pcap: Path) -> None:
     assert [d.sport for d in datagrams] == [68]
     assert head_start._started == {}  # taken, and the capture has reaped it
     assert not ahead.running()
+
+
+def test_what_was_read_ahead_comes_first_and_whole() -> None:
+    """tshark's output read ahead into memory while Python starts: the same datagrams, in
+    order, as a tshark read the ordinary way (a line cut by the read-ahead is made whole)."""
+    require_tool("tshark")
+    head_start.start(["replay", str(FLOOD)])
+    [ahead] = head_start._started.values()
+    deadline = time.monotonic() + 30
+    while not ahead._ahead and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ahead._ahead, "nothing was read ahead"
+    started_ahead = list(read_file(FLOOD))
+    assert head_start._started == {}
+    assert started_ahead == list(read_file(FLOOD))
+    assert len(started_ahead) == 10_000
+
+
+def test_a_line_cut_in_two_by_the_read_ahead() -> None:
+    lines = list(_after(b"1\ta\n2\tb", io.StringIO("c\n3\td\n")))
+    assert lines == ["1\ta\n", "2\tbc\n", "3\td\n"]
+    assert list(_after(b"1\ta\n", io.StringIO(""))) == ["1\ta\n"]
 
 
 def test_one_for_another_command_line_is_not_taken(pcap: Path) -> None:
