@@ -6,6 +6,8 @@ master, and a batch's write.lua calls are grouped one per slot (`Calls`)."""
 
 from __future__ import annotations
 
+import binascii
+import functools
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any, cast
@@ -13,7 +15,6 @@ from typing import Any, cast
 import hiredis
 import redis
 from redis.commands.core import Script
-from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
 from redis.typing import EncodableT
 
@@ -26,6 +27,25 @@ def lua(name: str) -> str:
 
 def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def key_slot(key: bytes) -> int:
+    """The Redis Cluster slot of a key: CRC16 (XMODEM, which binascii computes in C; redis-py's
+    key_slot runs it in Python) of its hash tag, if it has one, else of the whole key."""
+    start = key.find(b"{")
+    if start != -1:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1:end]
+    return binascii.crc_hqx(key, 0) % 16384
+
+
+@functools.lru_cache(maxsize=4096)
+def slot_of(key: str) -> int:
+    """`key_slot` of a key named as text, remembered: a batch names most keys twice or more
+    (when it is built, when its writes that follow are, when its calls are sent) and the
+    streams and the expiry set in every batch."""
+    return key_slot(key.encode())
 
 
 def _bytes(value: EncodableT) -> bytes:
@@ -62,13 +82,13 @@ class Call:
     def schema(self, n_detail: int, names: tuple[str, ...]) -> int:
         return self._schemas.setdefault((n_detail, names), len(self._schemas))
 
-    def args(self, head: list[EncodableT]) -> list[EncodableT]:
-        """numkeys, KEYS, then ARGV: `head`, the schemas, the records; or, for a call that is
-        one plain operation repeated on its one key, that command (`Plain`)."""
+    def args(self) -> list[EncodableT]:
+        """numkeys, KEYS, then ARGV: the schemas, the records; or, for a call that is one plain
+        operation repeated on its one key, that command (`Plain`)."""
         plain = self._plain()
         if plain is not None:
             return plain
-        args: list[EncodableT] = [len(self.keys), *self.keys, *head, len(self._schemas)]
+        args: list[EncodableT] = [len(self.keys), *self.keys, len(self._schemas)]
         for n_detail, names in self._schemas:  # in order of their numbers
             args += (n_detail, len(names), *names)
         return args + self.records
@@ -106,7 +126,7 @@ class Calls:
         self.by_slot: dict[int, Call] = {}
 
     def slot(self, key: str) -> int:
-        return key_slot(key.encode()) if self.cluster else 0
+        return slot_of(key) if self.cluster else 0
 
     def at(self, key: str) -> Call:
         slot = self.slot(key)
@@ -329,7 +349,9 @@ class ScriptRunner:
         master_of = cluster.nodes_manager.get_node_from_slot
         for n, args in enumerate(calls):
             try:
-                master = master_of(key_slot(_bytes(args[1])))
+                key = args[1]
+                master = master_of(slot_of(key) if isinstance(key, str)
+                                   else key_slot(_bytes(key)))
             except redis.RedisError:  # a slot not covered: the cluster pipeline says why
                 again.append(n)
                 continue

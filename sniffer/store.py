@@ -56,7 +56,11 @@ class LeaseStore(LeaseReader):
         self.history_max = history_max
         self.writer = writer or socket.gethostname()
         super().__init__(client, keys)
-        self._write_script = client.register_script(WRITE_LUA)
+        # Its settings written into write.lua's text (the stream cap a string, as XADD reads it).
+        settings = (f"'{int(stream_maxlen)}', {ROGUE_SERVERS_MAX}, "
+                    f"{self.history_seconds * MICRO}, {int(history_max)}, {DUPLICATE_WINDOW}")
+        self._write_script = client.register_script(
+            WRITE_LUA.replace("{{settings}}", settings, 1))
         # Whether other writers share the store (the writers hash lists another): then each
         # grant is also checked against their records (R-HV-6). Read before the first batch,
         # then told by every batch's reply; once seen, for good.
@@ -121,16 +125,11 @@ class LeaseStore(LeaseReader):
         writers = batch.writers = batch.calls.at(self.keys.writers)
         writers.records += ("W", writers.key(self.keys.writers), self.writer,
                             str(math.floor(now)))
-        calls = [call.args(self._head) for call in batch.calls.by_slot.values()]
+        calls = [call.args() for call in batch.calls.by_slot.values()]
         sent = SentBatch(self, self._write_script, calls, lambda replies: self._after(
             batch, replies, now))
         sent.send()  # standalone, one call (Calls): one EVALSHA; a cluster, the leases' calls
         return sent
-
-    @property
-    def _head(self) -> list[EncodableT]:
-        return [self.stream_maxlen, ROGUE_SERVERS_MAX, self.history_seconds * MICRO,
-                self.history_max, DUPLICATE_WINDOW]
 
     def _after(self, batch: _Batch, replies: list[Any], now: float) -> None:
         """The writes that follow a batch's lease calls: the other slots' writes of the
@@ -141,9 +140,10 @@ class LeaseStore(LeaseReader):
         later, written = batch.later, []
         replies_by_slot = dict(zip(batch.calls.by_slot, replies, strict=True))
         for slot, reply in replies_by_slot.items():
-            results = list(map(text, reply)) if isinstance(reply, list) else []
+            results = reply if isinstance(reply, list) else []
             for n, pending in enumerate(batch.pending.get(slot, [])):
                 code, mac, client_id = results[3 * n:3 * n + 3] or ("", "", "")
+                code = text(code)
                 if code in LOGGED and pending.grant is not None:  # ended or not, it was a grant
                     written.append(pending.grant)
                 for changed, op, key, tail in pending.writes:
@@ -157,7 +157,7 @@ class LeaseStore(LeaseReader):
                             target.records += (op, target.key(key), *tail)
                 if not (mac or client_id):  # the usual case: no other client's record ended
                     continue
-                for key in self._index_keys(mac or None, client_id or None):
+                for key in self._index_keys(text(mac) or None, text(client_id) or None):
                     if key not in pending.removed:
                         target = later.at(key)
                         target.records += ("S", target.key(key), pending.ip)
@@ -165,7 +165,7 @@ class LeaseStore(LeaseReader):
             counted = replies_by_slot.get(batch.writers.slot)
             if isinstance(counted, list) and counted and int(counted[-1]) > 1:
                 self._others = True
-        calls = [call.args(self._head) for call in later.by_slot.values()]
+        calls = [call.args() for call in later.by_slot.values()]
         if calls and self._cluster and not (self._others and written):
             # Sent without waiting, read by the next batch's wait() or drain(), so that the
             # next batch is decoded meanwhile: nothing reads what they write before then.

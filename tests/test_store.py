@@ -249,7 +249,7 @@ def test_a_batch_of_one_plain_operation_is_that_command(store: LeaseStore,
     registers the writer (a stale reply) stays a script call: its reply counts the writers."""
     call = Calls(cluster=False).at(f"{NS}:mac:{MAC_A}")
     call.records += ("A", call.key(f"{NS}:mac:{MAC_A}"), IP, "A", 1, "192.0.2.101")
-    assert call.args([]) == ["SADD", f"{NS}:mac:{MAC_A}", IP, "192.0.2.101"]
+    assert call.args() == ["SADD", f"{NS}:mac:{MAC_A}", IP, "192.0.2.101"]
     now = time.time()
     apply(store, Rejected("stale", reply(ACK, server_id="192.0.2.1")))
     assert store.writers() == {"test-sniffer": math.floor(now)}

@@ -3,9 +3,8 @@
 -- call touches one slot (hive.md R-HV-7): the store makes one call per slot there, and one call
 -- for the whole batch on a standalone Redis. Field names travel once per call, in "schemas"
 -- (the names of a record's fields, in order), so that a record is mostly its values.
--- ARGV: stream cap, rogue-server cap, history kept (microseconds before an address's newest
--- event, events an address), the duplicate window (microseconds); the number of schemas, each as n-detail n-names <names>; then the
--- operations, keys given as their index in KEYS (0: none):
+-- ARGV: the number of schemas, each as n-detail n-names <names>; then the operations, keys
+-- given as their index in KEYS (0: none):
 --   L seed lease events macs cids expiry score expire seconds log version member ttl schema
 --       <values>  a grant: its event `member` (sniffer/history.py) added to the address's
 --       history `log` at score `version`, the log kept `ttl` seconds at least; then the record
@@ -42,8 +41,11 @@
 -- never merge, and an infinite rewrite drops the old TTL.
 -- Like EXEC, every command runs even after one fails; the first error is returned at the end.
 local A = ARGV
-local maxlen, rogue_servers_max = A[1], tonumber(A[2])
-local keep_us, keep_n, window = tonumber(A[3]), tonumber(A[4]), tonumber(A[5])
+-- The store's settings, written into the text when it loads the script (sniffer/store.py), so
+-- that no call carries them: the stream cap, the rogue-server cap, the history kept
+-- (microseconds before an address's newest event, events an address), the duplicate window
+-- (microseconds).
+local maxlen, rogue_servers_max, keep_us, keep_n, window = {{settings}}
 local failure, results = nil, {}
 local function call(...)
   local reply = redis.pcall(...)
@@ -147,26 +149,25 @@ local function result(code, ended, event)
   results[#results + 1] = mac
   results[#results + 1] = cid
 end
-local schemas, i = {}, 7
-for s = 0, tonumber(A[6]) - 1 do
-  local n_detail, n = tonumber(A[i]), tonumber(A[i + 1])
-  local names, at = {}, {}
-  for k = 1, n do
-    names[k] = A[i + 1 + k]
-    at[names[k]] = k
-  end
-  schemas[s] = {names = names, at = at, n = n, n_detail = n_detail}
+-- A schema's names are read where they lie in ARGV (from `names`), not copied into tables:
+-- most calls on a cluster hold one record, which reads three of them.
+local schemas, i = {}, 2
+for s = 0, tonumber(A[1]) - 1 do
+  local n = tonumber(A[i + 1])
+  schemas[s] = {names = i + 2, n = n, n_detail = tonumber(A[i])}
   i = i + 2 + n
 end
 local schema, first
 local function value(name)
-  local k = schema.at[name]
-  if k then return A[first + k - 1] end
+  local names = schema.names
+  for k = 0, schema.n - 1 do
+    if A[names + k] == name then return A[first + k] end
+  end
 end
 local function fields(count)
-  local flat = {}
+  local flat, names = {}, schema.names
   for k = 1, count do
-    flat[2 * k - 1] = schema.names[k]
+    flat[2 * k - 1] = A[names + k - 1]
     flat[2 * k] = A[first + k - 1]
   end
   return flat
