@@ -194,7 +194,7 @@ class InterfaceWatch:
             if now >= stop_old_at:
                 run.stop()
             try:
-                chunk = run.chunks.get(timeout=POLL)
+                chunk = run.take(POLL)
             except queue.Empty:
                 self._replace_dead_decoder(header)
                 continue
