@@ -17,7 +17,12 @@ def printable(value: object) -> str:
     """`value` as one line of literal text: controls and hidden characters escaped; None -> ''."""
     if value is None:
         return ""
-    text = str(value).translate(_ESCAPES)
+    text = str(value)
+    # Most text needs nothing (ASCII without controls or backslashes): three scans in C, three
+    # times faster than translate(), which counts when `leases` prints 100,000 rows.
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text
+    text = text.translate(_ESCAPES)
     if not text.isascii():
         text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _HIDDEN_CATEGORIES
                        else c for c in text)

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import io
 import random
+import re
 import subprocess
 import sys
 import time
@@ -20,11 +21,12 @@ from pathlib import Path
 import pytest
 import redis
 from helpers import build_lease, run_cli
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 
 from sniffer.commands import Grant, Revoke
+from sniffer.escape import printable
 from sniffer.keys import Keys
 from sniffer.lease import INFINITE, Lease
 from sniffer.registry import Heartbeat, WriterRegistry
@@ -91,6 +93,19 @@ def test_safe_shows_every_string_literally(raw: str, shown: str) -> None:
     assert text.plain == shown
     assert not text.spans
     assert screen(text).rstrip("\n") == shown
+
+
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+@given(st.text(st.characters(max_codepoint=0x3000)) | st.text(st.characters(max_codepoint=0x7F)))
+@example("back\\x41slash")
+@example("plain-host_1.example")
+def test_printable_text_reads_back_as_it_was(raw: str) -> None:
+    shown = printable(raw)
+    assert not [c for c in shown if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0]
+    assert _ESCAPE.sub(lambda m: "\\" if m[1] == "\\" else chr(int(m[1][1:], 16)),
+                       shown) == raw
 
 
 def test_safe_output_never_holds_a_control_character() -> None:
