@@ -147,8 +147,8 @@ class Sniffer:
         """Start capturing on every interface; CaptureError, with everything stopped again, if
         one of them cannot (no such interface, no permission...); StoreError if Redis fails
         before it."""
-        # tshark found (and pyshark, which finds it, imported) before any capture starts: not
-        # between a capture starting and its tshark, nor in a capture's thread.
+        # tshark found before any capture starts: not between a capture starting and its
+        # tshark, nor in a capture's thread.
         find_tshark()
         self.writer.start()
         for watch in self.watches:

@@ -15,6 +15,7 @@ import functools
 import io
 import os
 import select
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -27,6 +28,8 @@ from sniffer.errors import HiveError
 DEFAULT_PORTS = (67, 68)
 # udp.payload, which both engines read, first appeared in Wireshark 3.4.0.
 MIN_TSHARK_VERSION = (3, 4, 0)
+# Where tshark is looked for when PATH is unset: pyshark's list on Linux.
+TSHARK_DIRECTORIES = "/usr/bin:/usr/sbin:/usr/lib/tshark:/usr/local/bin"
 
 # The order of the values the tshark engine prints and the pyshark engine collects.
 FIELDS = (
@@ -73,14 +76,13 @@ class _TooOld(CaptureError):
 
 @functools.cache
 def find_tshark() -> str:
-    """Path of the tshark executable."""
-    # pyshark is imported here, not at start-up: the whole package comes with it (18 ms).
-    from pyshark.tshark.tshark import TSharkNotFoundException, get_process_path
-
-    try:
-        return str(get_process_path())
-    except TSharkNotFoundException:
-        raise CaptureError("tshark not found: install it with apt-get install tshark") from None
+    """Path of the tshark executable: the first on PATH (pyshark's directories when PATH is
+    unset). Found without pyshark, whose import (40 ms) came before the replay's tshark could
+    start."""
+    path = shutil.which("tshark", path=os.environ.get("PATH", TSHARK_DIRECTORIES))
+    if path is None:
+        raise CaptureError("tshark not found: install it with apt-get install tshark")
+    return path
 
 
 @functools.cache

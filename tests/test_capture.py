@@ -27,6 +27,7 @@ from sniffer.capture_file import FileCapture, read_file
 from sniffer.dhcp import Datagram
 from sniffer.tshark import (
     MIN_TSHARK_VERSION,
+    TSHARK_DIRECTORIES,
     CaptureError,
     display_filter,
     find_tshark,
@@ -433,6 +434,22 @@ def test_tshark_helpers() -> None:
     assert os.access(find_tshark(), os.X_OK)
     version = tuple(int(part) for part in tshark_version().split("."))
     assert version >= MIN_TSHARK_VERSION
+
+
+def test_find_tshark_follows_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        monkeypatch.setenv("PATH", str(tmp_path))
+        find_tshark.cache_clear()
+        with pytest.raises(CaptureError, match=r"^tshark not found: install it with apt-get"):
+            find_tshark()
+        # Without PATH, the usual directories (Debian puts tshark in /usr/bin).
+        monkeypatch.delenv("PATH")
+        find_tshark.cache_clear()
+        path = find_tshark()
+        assert os.path.dirname(path) in TSHARK_DIRECTORIES.split(":")
+        assert os.access(path, os.X_OK)
+    finally:
+        find_tshark.cache_clear()
 
 
 @pytest.mark.parametrize(
