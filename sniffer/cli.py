@@ -56,7 +56,7 @@ from sniffer.reporting import UsageProblem, reports_errors, settings
 from sniffer.store import HISTORY_DAYS, LeaseStore
 from sniffer.tracker import Tracker, TrackerConfig
 from sniffer.tshark import DEFAULT_PORTS
-from sniffer.view import run_view, safe
+from sniffer.view import safe
 
 app = typer.Typer(
     name="dhcp-hive-mind",
@@ -399,6 +399,8 @@ def view(
     namespace: Namespace = "dhcp-hive-mind",
 ) -> None:
     """Full-screen live view of the current leases and their changes (q quits)."""
+    from sniffer.view.terminal import run_view
+
     options = _redis_options(redis_password_file, redis_ca, redis_cert, redis_key)
     with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
         run_view(store, source=_source(redis_url))
@@ -606,6 +608,8 @@ def sniff(
         sniffer = Sniffer(sniff_config, tracker, store)
         sniffer.metrics.clock_skew.set_function(lambda: heartbeat.skew)
         if with_view:
+            from sniffer.view.terminal import run_view
+
             viewer = LeaseStore(store.client, store.keys, capture_clock=True)
             totals = run_sniffer_with_view(sniffer, lambda stop: run_view(
                 viewer, stop, source=_source(redis_url)), metrics_port=metrics_port,

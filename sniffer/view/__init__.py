@@ -5,6 +5,9 @@ Layers, each in its module: `render` (untrusted strings made safe, durations, th
 recent changes and counters), `feed` (`Feed`: keeps the model current from the store, a bounded
 amount of work per call), `screen` (`render`: a pure function of the model, the UI state and
 the time) and `terminal` (`run_view`: the terminal, keys and the refresh loop).
+
+`run_view` is imported from `sniffer.view.terminal` by the commands that show the view: the
+others (`replay` above all) would load the terminal, the model and the feed for nothing.
 """
 
 from sniffer.view.render import (
@@ -17,7 +20,6 @@ from sniffer.view.render import (
     moment,
     safe,
 )
-from sniffer.view.terminal import run_view
 
 __all__ = ["duration", "history_table", "holder_table", "holdings_table", "hostname_width",
-           "lease_table", "moment", "run_view", "safe"]
+           "lease_table", "moment", "safe"]
