@@ -31,7 +31,7 @@ from sniffer.keys import Keys, ipv4_number
 from sniffer.listing import Query, SortKey, listing
 from sniffer.logs import configure_logging, log
 from sniffer.migrate import migrate as migrate_store
-from sniffer.pipeline import Pipeline, collect_less
+from sniffer.pipeline import Pipeline, collect_less, left_to_exit
 from sniffer.printing import (
     DECODE_HEADER,
     decode_row,
@@ -319,6 +319,7 @@ def replay(
         servers = ", ".join(f"{server} ({count:,})" for server, count
                             in pipeline.rogue.most_common())
         out.print(f"rogue DHCP servers (replies rejected, not written): {servers}")
+    left_to_exit(tracker)  # the command's last use of it
     if damaged:
         raise typer.Exit(1)
 

@@ -3,12 +3,14 @@ command in a process of its own, real tshark, real Redis."""
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import shlex
 import struct
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,9 @@ from specharness import (
 )
 
 from sniffer.commands import RejectReason
+from sniffer.pipeline import left_to_exit
 from sniffer.replay import REASON_WORDS, rejections
+from sniffer.tracker import Tracker
 
 C = bytes.fromhex("02000000000c")
 IP1, IP2, IP3 = "192.0.2.101", "192.0.2.102", "192.0.2.103"
@@ -296,3 +300,15 @@ def test_decode_reads_standard_input_too(tmp_path: Path, redis_url: str) -> None
     assert piped.returncode == 0, piped.stderr
     assert len(piped.stdout.splitlines()) == 8
     assert piped.stdout == from_file.stdout
+
+
+def test_a_tracker_left_to_exit_is_never_freed() -> None:
+    tracker = Tracker()
+    alive = weakref.ref(tracker)
+    try:
+        left_to_exit(tracker)
+        del tracker
+        gc.collect()
+        assert alive() is not None  # neither freed nor collected: exit takes it back whole
+    finally:
+        gc.unfreeze()
