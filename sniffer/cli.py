@@ -431,7 +431,8 @@ def migrate(
     with _store(redis_url, key_prefix, namespace, capture_clock=True, options=options) as store:
         counts = migrate_store(store)
     out.print(f"{counts['moved']:,} detail hashes moved to the cluster layout, "
-              f"{counts['dropped']:,} older copies dropped.")
+              f"{counts['dropped']:,} older copies dropped, "
+              f"{counts['macs']:,} MAC index and history keys moved.")
 
 
 @app.command()

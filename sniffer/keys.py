@@ -32,6 +32,13 @@ class Keys:
         return f"{self.namespace}:lease:{ip}"
 
     def by_mac(self, mac: str) -> str:
+        """Set: the addresses leased to the MAC. The MAC in braces, as in `mac_log`: a Redis
+        Cluster hash tag that puts a MAC's two keys in one slot, so that a grant's writes to
+        them are one call (hive.md R-HV-7)."""
+        return f"{self.namespace}:mac:{{{mac}}}"
+
+    def old_by_mac(self, mac: str) -> str:
+        """The MAC's index as versions before the MAC hash tag named it (`migrate`)."""
         return f"{self.namespace}:mac:{mac}"
 
     def by_client_id(self, client_id: str) -> str:
@@ -44,7 +51,11 @@ class Keys:
 
     def mac_log(self, mac: str) -> str:
         """Sorted set: the addresses a MAC was granted -> the latest end of those grants (a
-        hint: readers check each address's log)."""
+        hint: readers check each address's log); in the slot of the MAC's index (`by_mac`)."""
+        return f"{self.namespace}:mac-log:{{{mac}}}"
+
+    def old_mac_log(self, mac: str) -> str:
+        """The MAC's history as versions before the MAC hash tag named it (`migrate`)."""
         return f"{self.namespace}:mac-log:{mac}"
 
     @property
@@ -93,8 +104,7 @@ class Keys:
     @property
     def seed_pattern(self) -> str:
         """SCAN pattern for keys that may be seed hashes; `seed_ip` confirms each."""
-        prefix = "".join("\\" + c if c in "\\*?[]" else c for c in self.key_prefix)
-        return prefix + "[0-9]*.[0-9]*.[0-9]*.[0-9]*"
+        return literal_pattern(self.key_prefix) + "[0-9]*.[0-9]*.[0-9]*.[0-9]*"
 
     def seed_ip(self, key: str) -> str | None:
         """The address a seed key names, or None if the key is not a seed key."""
@@ -102,6 +112,11 @@ class Keys:
             return None
         ip = key[len(self.key_prefix):]
         return ip if ipv4_number(ip) is not None else None
+
+
+def literal_pattern(text: str) -> str:
+    """`text` as a SCAN pattern that matches it literally."""
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
 def ipv4_number(text: str) -> int | None:

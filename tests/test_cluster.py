@@ -208,19 +208,32 @@ def _wait_down(url: str) -> None:
         time.sleep(0.5)
 
 
+def mac_state(client: Any) -> dict[str, Any]:
+    """Each replayed MAC's index and history, with the Unix second the history expires."""
+    keys, found = Keys(), {}
+    for n in (*range(CLIENTS), 500, 501):
+        text = ":".join(f"{b:02x}" for b in mac(n))
+        found[text] = (client.smembers(keys.by_mac(text)),
+                       client.zrange(keys.mac_log(text), 0, -1, withscores=True),
+                       client.expiretime(keys.mac_log(text)))
+    return found
+
+
 @pytest.mark.parametrize("where", ["cluster", "standalone"])
 def test_migrate_moves_a_store_of_the_old_layout(
         where: str, replayed: tuple[set[str], set[str]], redis_cluster_session: RedisCluster,
         redis_server: str) -> None:
     """Detail hashes at `<ns>:lease:<ip>` (before the hash tags) move, TTL and all; where a
-    sniffer wrote the new key since, the old copy is dropped; a second run changes nothing."""
+    sniffer wrote the new key since, the old copy is dropped; the MAC keys without their tag
+    (`<ns>:mac:<mac>`, `<ns>:mac-log:<mac>`) are merged into the new ones, TTL kept; a second
+    run changes nothing."""
     leased, named = replayed
     url = redis_cluster_session.url if where == "cluster" else redis_server
     keys, newer = Keys(), ip(MOVED)
     client: Any = (redis_cluster_session.client() if where == "cluster"
                    else redis.Redis.from_url(redis_server, decode_responses=True))
     with client:
-        before = state(client, named)
+        before, macs_before = state(client, named), mac_state(client)
         raw: Any = (redis.RedisCluster(host="127.0.0.1", port=redis_cluster_session.ports[0])
                     if where == "cluster" else redis.Redis.from_url(redis_server))
         with raw:
@@ -229,17 +242,71 @@ def test_migrate_moves_a_store_of_the_old_layout(
                             raw.dump(keys.lease(address)))
                 if address != newer:
                     raw.delete(keys.lease(address))
+            old_macs = 0
+            for text, (members, history, _expires) in macs_before.items():
+                if members:
+                    raw.sadd(keys.old_by_mac(text), *members)
+                    old_macs += 1
+                ttl = raw.pttl(keys.mac_log(text))
+                raw.zadd(keys.old_mac_log(text), dict(history))
+                raw.pexpire(keys.old_mac_log(text), ttl)
+                old_macs += 1
+                if text == "02:00:00:00:00:01":  # a sniffer wrote part of it again since
+                    raw.delete(keys.by_mac(text))
+                    raw.zpopmin(keys.mac_log(text))
+                    raw.pexpire(keys.mac_log(text), 5000)
+                else:
+                    raw.delete(keys.by_mac(text), keys.mac_log(text))
         first = run_cli("migrate", "--redis-url", url)
         assert first.returncode == 0, first.stderr
         assert f"{len(leased) - 1} detail hashes moved" in first.stdout
         assert "1 older copies dropped" in first.stdout
-        after = state(client, named)
+        assert f"{old_macs} MAC index and history keys moved" in first.stdout
+        after, macs_after = state(client, named), mac_state(client)
         for address in named:
             assert after[address][0::2] == before[address][0::2], address
             assert abs(after[address][3] - before[address][3]) <= 2
         assert not any(client.exists(keys.old_lease(address)) for address in named)
+        for text, (members, history, expires) in macs_before.items():
+            assert macs_after[text][:2] == (members, history), text
+            assert abs(macs_after[text][2] - expires) <= 2, text
+            assert not client.exists(keys.old_by_mac(text)), text
+            assert not client.exists(keys.old_mac_log(text)), text
         again = run_cli("migrate", "--redis-url", url)
         assert "0 detail hashes moved" in again.stdout and state(client, named) == after
+        assert "0 MAC index and history keys moved" in again.stdout
+        assert mac_state(client) == macs_after
+
+
+def test_a_grant_writes_its_mac_keys_in_one_call(redis_cluster_session: RedisCluster,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MAC's index and history share a slot (hash tag `{<mac>}`, whatever the key prefix),
+    so a new grant writes both in one call, not one each (issue 11, item 8)."""
+    for keys in (Keys(), Keys("leases:", "ns")):
+        assert key_slot(keys.by_mac("02:00:00:00:0b:01").encode()) == \
+            key_slot(keys.mac_log("02:00:00:00:0b:01").encode())
+    sent: list[list[Any]] = []
+    runner = LeaseStore._sent_by_master
+
+    def recorded(store: LeaseStore, command: str, script: str,
+                 calls: list[list[Any]]) -> Any:
+        sent.extend(calls)
+        return runner(store, command, script, calls)
+
+    monkeypatch.setattr(LeaseStore, "_sent_by_master", recorded)
+    client, _shown = open_redis(redis_cluster_session.url)
+    store, keys = LeaseStore(client, Keys(), capture_clock=True, writer="w"), Keys()
+    leases = [build_lease(f"10.11.0.{n}", mac=f"02:00:00:00:0b:{n:02x}") for n in range(1, 21)]
+    try:
+        store.apply([Grant(lease, "granted") for lease in leases], time.time())
+    finally:
+        store.close()
+    with redis_cluster_session.client() as cluster:
+        for lease in leases:
+            mac_keys = {keys.by_mac(str(lease.mac)), keys.mac_log(str(lease.mac))}
+            assert len([call for call in sent if mac_keys & set(call)]) == 1, lease.mac
+            assert cluster.smembers(keys.by_mac(str(lease.mac))) == {lease.ip}
+            assert cluster.zrange(keys.mac_log(str(lease.mac)), 0, -1) == [lease.ip]
 
 
 def test_writes_follow_a_slot_moved_to_another_master() -> None:

@@ -213,7 +213,7 @@ def test_replaying_a_capture_twice_changes_nothing(any_url: str, tmp_path: Path)
     assert history(any_url, IP) == answers
     assert len(first[f"{NS}:log:{{{IP}}}"]) == 6  # five grants, a release; expiries unlogged
     # The latest end of A's grants at each address.
-    assert first[f"{NS}:mac-log:{A_MAC}"] == [(IP, T0 + 3600.0), (IP2, T0 + 3900.0)]
+    assert first[f"{NS}:mac-log:{{{A_MAC}}}"] == [(IP, T0 + 3600.0), (IP2, T0 + 3900.0)]
 
 
 def everything(client: redis.Redis) -> dict[str, object]:
@@ -252,7 +252,7 @@ def test_history_is_kept_for_its_retention(any_url: str, tmp_path: Path) -> None
     log = f"{NS}:log:{{{IP}}}"
     assert [json.loads(m)["xid"] for m in client.zrange(log, 0, -1)] == ["00000004"]
     assert DAY < client.ttl(log) <= DAY + 600
-    assert client.zrange(f"{NS}:mac-log:{A_MAC}", 0, -1) == [IP]
+    assert client.zrange(f"{NS}:mac-log:{{{A_MAC}}}", 0, -1) == [IP]
     assert at(any_url, IP, 100) is None  # forgotten
     assert at(any_url, IP, 3 * DAY + 100)["xid"] == "00000004"
     assert [h["ip"] for h in history(any_url, A_MAC)] == [IP]
@@ -292,14 +292,14 @@ for a = 0, tonumber(ARGV[4]) - 1 do
     args[#args + 1] = '{"v":' .. v .. ',"k":"g","mac":"' .. mac .. '","ht":1,"lt":600}'
   end
   redis.call('ZADD', prefix .. ':log:{' .. ip .. '}', unpack(args))
-  redis.call('ZADD', prefix .. ':mac-log:' .. mac, v0 / 1e6 + a, ip)
+  redis.call('ZADD', prefix .. ':mac-log:{' .. mac .. '}', v0 / 1e6 + a, ip)
   if a < 100 then
     for e = 1, 1000 do
       redis.call('XADD', prefix .. ':events', '*', 'event', 'granted', 'ip', ip)
     end
   end
 end
-return redis.call('ZCARD', prefix .. ':mac-log:' .. mac)
+return redis.call('ZCARD', prefix .. ':mac-log:{' .. mac .. '}')
 """
 
 
@@ -318,7 +318,7 @@ def test_a_look_up_reads_only_its_own_keys_among_a_million_events(redis_url: str
     commands = monitored(redis_url, "history", "10.0.1.7", "--limit", "5")
     assert keys_read(commands) == {f"{NS}:log:{{10.0.1.7}}"}
     commands = monitored(redis_url, "history", one_mac)
-    assert keys_read(commands) == {f"{NS}:mac-log:{one_mac}",
+    assert keys_read(commands) == {f"{NS}:mac-log:{{{one_mac}}}",
                                    *(f"{NS}:log:{{10.0.0.{a}}}" for a in range(3))}
 
 

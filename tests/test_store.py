@@ -94,7 +94,7 @@ def test_grant_writes_seed_and_detail_hashes_exactly(store: LeaseStore,
         "circuit_id": "6765", "remote_id": "7377", "xid": "00001001",
         "updated": str(lease.updated), "kind": "dhcp", "writer": "test-sniffer"}
     assert rclient.zscore(f"{NS}:expiry", IP) == lease.expires
-    assert rclient.smembers(f"{NS}:mac:{MAC_A}") == {IP}
+    assert rclient.smembers(f"{NS}:mac:{{{MAC_A}}}") == {IP}
     assert rclient.smembers(f"{NS}:client-id:0100005e00530a") == {IP}
 
 
@@ -140,9 +140,9 @@ def test_reassignment_leaves_nothing_of_the_previous_owner(store: LeaseStore,
     assert rclient.hgetall(IP) == {"mac": MAC_B}
     assert rclient.hgetall(f"{NS}:lease:{{{IP}}}") == {**new.detail_fields(),
                                                        "writer": store.writer}
-    assert rclient.smembers(f"{NS}:mac:{MAC_A}") == set()
+    assert rclient.smembers(f"{NS}:mac:{{{MAC_A}}}") == set()
     assert rclient.smembers(f"{NS}:client-id:0100005e00530a") == set()
-    assert rclient.smembers(f"{NS}:mac:{MAC_B}") == {IP}
+    assert rclient.smembers(f"{NS}:mac:{{{MAC_B}}}") == {IP}
     event = stream(store)[-1]
     assert (event["event"], event["mac"], event["previous_mac"]) == ("reassigned", MAC_B, MAC_A)
     assert "hostname" not in event
@@ -155,7 +155,7 @@ def test_revoke_deletes_both_hashes_and_index_entries(store: LeaseStore,
     apply(store, Revoke(lease, "released", ts=lease.updated + 5.7))
     assert rclient.exists(*lease_keys()) == 0
     assert rclient.zrange(f"{NS}:expiry", 0, -1) == ["192.0.2.101"]
-    assert rclient.smembers(f"{NS}:mac:{MAC_A}") == {"192.0.2.101"}
+    assert rclient.smembers(f"{NS}:mac:{{{MAC_A}}}") == {"192.0.2.101"}
     assert rclient.smembers(f"{NS}:client-id:0100005e00530a") == {"192.0.2.101"}
     event = stream(store)[-1]
     assert (event["event"], event["reason"], event["ts"]) == (
@@ -184,9 +184,10 @@ def test_key_prefix_and_namespace_are_honoured(redis_url: str, rclient: redis.Re
     store = LeaseStore(redis.Redis.from_url(redis_url), keys, capture_clock=True, writer="w")
     lease = make_lease()
     apply(store, Grant(lease, "granted"))
-    history = {f"hm:log:{{dhcp:{IP}}}", f"hm:mac-log:{MAC_A}", "hm:events", "hm:writers"}
+    history = {f"hm:log:{{dhcp:{IP}}}", f"hm:mac-log:{{{MAC_A}}}", "hm:events", "hm:writers"}
     assert set(rclient.keys()) == {
-        f"dhcp:{IP}", f"hm:lease:{{dhcp:{IP}}}", f"hm:mac:{MAC_A}", "hm:client-id:0100005e00530a",
+        f"dhcp:{IP}", f"hm:lease:{{dhcp:{IP}}}", f"hm:mac:{{{MAC_A}}}",
+        "hm:client-id:0100005e00530a",
         "hm:expiry", *history}
     assert store.load() == [lease]
     assert store.current(hostname="ALP") == [(lease, rclient.ttl(f"hm:lease:{{dhcp:{IP}}}"))]
@@ -247,9 +248,9 @@ def test_a_batch_of_one_plain_operation_is_that_command(store: LeaseStore,
     """A call that is one plain operation on its one key (on a cluster, most index calls) is
     that command, not a script call; refused, it fails as a script call would. A batch that only
     registers the writer (a stale reply) stays a script call: its reply counts the writers."""
-    call = Calls(cluster=False).at(f"{NS}:mac:{MAC_A}")
-    call.records += ("A", call.key(f"{NS}:mac:{MAC_A}"), IP, "A", 1, "192.0.2.101")
-    assert call.args() == ["SADD", f"{NS}:mac:{MAC_A}", IP, "192.0.2.101"]
+    call = Calls(cluster=False).at(f"{NS}:mac:{{{MAC_A}}}")
+    call.records += ("A", call.key(f"{NS}:mac:{{{MAC_A}}}"), IP, "A", 1, "192.0.2.101")
+    assert call.args() == ["SADD", f"{NS}:mac:{{{MAC_A}}}", IP, "192.0.2.101"]
     now = time.time()
     apply(store, Rejected("stale", reply(ACK, server_id="192.0.2.1")))
     assert store.writers() == {"test-sniffer": math.floor(now)}
@@ -259,7 +260,7 @@ def test_a_batch_of_one_plain_operation_is_that_command(store: LeaseStore,
 
 
 def test_refused_write_raises_store_error(store: LeaseStore, rclient: redis.Redis) -> None:
-    rclient.set(f"{NS}:mac:{MAC_A}", "not a set")
+    rclient.set(f"{NS}:mac:{{{MAC_A}}}", "not a set")
     with pytest.raises(StoreError, match="WRONGTYPE") as caught:
         apply(store, Grant(make_lease(), "granted"))
     assert "\n" not in str(caught.value)
@@ -281,11 +282,11 @@ def test_a_sent_batch_is_read_back_by_wait_and_its_refusal_raised_there(
     sent = store.send([Grant(make_lease(), "granted")], time.time())
     sent.wait()
     assert rclient.hgetall(IP) == {"mac": MAC_A, "hostname": "alpha"}
-    rclient.set(f"{NS}:mac:{MAC_B}", "not a set")
+    rclient.set(f"{NS}:mac:{{{MAC_B}}}", "not a set")
     refused = store.send([Grant(make_lease("192.0.2.101", mac=MAC_B), "granted")], time.time())
     with pytest.raises(StoreError, match="WRONGTYPE"):
         refused.wait()
-    rclient.delete(f"{NS}:mac:{MAC_B}")
+    rclient.delete(f"{NS}:mac:{{{MAC_B}}}")
     store.send([Grant(make_lease("192.0.2.102"), "granted")], time.time()).wait()
     assert rclient.exists(*lease_keys("192.0.2.102")) == 2
 
@@ -388,10 +389,10 @@ def test_current_prunes_a_stale_mac_index_entry(store: LeaseStore,
     # record): the store itself takes the address out of MAC_A's set.
     moved = make_lease(mac=MAC_B)
     apply(store, Grant(moved, "granted"))
-    assert rclient.smembers(f"{NS}:mac:{MAC_A}") == set()
-    rclient.sadd(f"{NS}:mac:{MAC_A}", IP)  # a stale entry all the same (a race, a crash)
+    assert rclient.smembers(f"{NS}:mac:{{{MAC_A}}}") == set()
+    rclient.sadd(f"{NS}:mac:{{{MAC_A}}}", IP)  # a stale entry all the same (a race, a crash)
     assert store.current(mac=MAC_A) == []
-    assert rclient.exists(f"{NS}:mac:{MAC_A}") == 0
+    assert rclient.exists(f"{NS}:mac:{{{MAC_A}}}") == 0
     assert [lease for lease, _ in store.current(mac=MAC_B)] == [moved]
 
 
@@ -600,7 +601,7 @@ def test_a_binding_another_writer_granted_is_ended_by_the_store(
     assert rclient.hgetall(IP) == {"mac": MAC_A, "hostname": "alpha"}
     apply(other_writer, release(MAC_A, 10))
     assert rclient.exists(*lease_keys()) == 0
-    assert rclient.smembers(f"{NS}:mac:{MAC_A}") == set()
+    assert rclient.smembers(f"{NS}:mac:{{{MAC_A}}}") == set()
     assert rclient.zcard(f"{NS}:log:{{{IP}}}") == 4
 
 
