@@ -20,7 +20,6 @@ from typing import Any, TypeVar, cast
 
 import redis
 from redis.commands.core import Script
-from redis.crc import key_slot
 from redis.exceptions import NoPermissionError
 from redis.typing import EncodableT
 
@@ -29,7 +28,7 @@ from sniffer.dhcp import ZERO
 from sniffer.history import LogEvent, parse_member
 from sniffer.keys import Keys, ipv4_number
 from sniffer.lease import DETAIL_FIELDS, INFINITE, Lease, LeaseRow, parse_detail
-from sniffer.scripts import ScriptRunner, lua, text
+from sniffer.scripts import ScriptRunner, key_slot, lua, text
 
 T = TypeVar("T")
 BATCH = 1000  # keys per read pipeline: 100k leases load in about 100 round trips

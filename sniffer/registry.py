@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
-from redis.crc import key_slot
 
 from sniffer.connection import StoreError, is_cluster, redis_errors
 from sniffer.durability import Probe
@@ -36,6 +35,7 @@ from sniffer.errors import HiveError
 from sniffer.escape import printable
 from sniffer.keys import Keys
 from sniffer.logs import log
+from sniffer.scripts import key_slot
 
 HEARTBEAT_TTL = 15  # seconds a heartbeat key outlives a writer that stopped refreshing it
 HEARTBEAT_EVERY = 5.0  # seconds between refreshes (and clock measurements)

@@ -13,6 +13,8 @@ import pytest
 import redis
 from conftest import require_tool
 from helpers import build_lease, run_cli
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.crc import key_slot
 from redis_cluster import RedisCluster, redis_cluster
 from specharness import RELEASE, S1, Case, client_msg, o_host, o_server
@@ -20,6 +22,7 @@ from specharness import RELEASE, S1, Case, client_msg, o_host, o_server
 from sniffer.commands import Grant
 from sniffer.connection import StoreError, close_redis, is_cluster, open_redis
 from sniffer.keys import Keys
+from sniffer.scripts import key_slot as scripts_key_slot
 from sniffer.store import LeaseStore
 
 CLIENTS = 60
@@ -27,6 +30,12 @@ RELEASED = range(0, CLIENTS, 7)  # these clients release their address
 MOVED = 7  # client 7 releases its address, which is granted to client 500 afterwards
 TAKEN = 3  # client 3's address is granted to client 501 (a reassignment, no release seen)
 
+
+@given(st.binary(max_size=40) | st.sampled_from([b"{}", b"{a}", b"x{}{a}", b"{{a}}", b"a{b}c{d}"]))
+def test_the_slot_of_a_key_is_redis_py_s(key: bytes) -> None:
+    """sniffer.scripts.key_slot (CRC16 in C, the one the store and its readers use) agrees with
+    redis-py's, hash tags included."""
+    assert scripts_key_slot(key) == key_slot(key)
 
 def mac(n: int) -> bytes:
     return bytes([2, 0, 0, 0, n // 256, n % 256])
