@@ -360,8 +360,9 @@ class LiveDecoder:
         self._sink = sink
         read_end, write_end = os.pipe()
         try:
-            self._process = TsharkProcess(tshark_argv(["-r", "-", "-l"], self.ports), label,
-                                           stdin=read_end, own_group=True)
+            # tcpdump's kernel filter already keeps UDP on the ports: no display filter.
+            argv = tshark_argv(["-r", "-", "-l"], self.ports, filtered=False)
+            self._process = TsharkProcess(argv, label, stdin=read_end, own_group=True)
         except BaseException:
             os.close(write_end)
             raise

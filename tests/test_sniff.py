@@ -36,12 +36,14 @@ from lab import (
     sniff_daemon,
     wait_for,
 )
-from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import Ether
-from scapy.packet import Raw
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Raw, raw
 from specharness import ACK, REQUEST, S1, client_msg, o_host, o_lease, o_req, o_server, server_msg
 
-from sniffer.capturer import PCAP_HEADER, Echoes, RecordSplitter, capture_end
+from sniffer.capturer import PCAP_HEADER, Echoes, LiveDecoder, RecordSplitter, capture_end
+from sniffer.dhcp import Datagram
 from sniffer.tshark import CaptureError
 
 METRICS_PORT = 9731
@@ -598,6 +600,31 @@ def test_a_handover_drops_the_copies_of_what_the_old_run_delivered() -> None:
                         record(100, 31, b"two"), record(100, 32, b"two")]) == [
         record(101, 20, b"two"), record(100, 32, b"two")]  # a second later; a third copy
     assert not echoes
+
+
+def test_the_live_tshark_makes_datagrams_only_of_ipv4_udp_on_the_ports() -> None:
+    """Live tshark runs without a display filter (tcpdump's kernel filter has narrowed the
+    capture to UDP on the ports): whatever else reaches it still never becomes a datagram."""
+    require_tool("tshark")
+    payload = Raw(b"\x02" * 240)
+    frames = [
+        Ether() / IP(src="192.0.2.1", dst="192.0.2.9") / UDP(sport=67, dport=67) / payload,
+        Ether() / IPv6() / UDP(sport=67, dport=68) / payload,
+        Ether() / IP() / UDP(sport=53, dport=53) / payload,
+        Ether() / IP() / ICMP(type=3, code=3) / IP() / UDP(sport=68, dport=67) / payload,
+        Ether() / ARP(),
+        Ether() / IP(src="192.0.2.2", dst="192.0.2.9") / UDP(sport=68, dport=67) / payload,
+    ]
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    records = [struct.pack("<IIII", 100 + i, 0, len(raw(f)), len(raw(f))) + raw(f)
+               for i, f in enumerate(frames)]
+    got: list[Datagram] = []
+    decoder = LiveDecoder((67, 68), "test", got.extend)
+    decoder.write([header, *records])
+    decoder.finish()
+    assert decoder.wait(30) and decoder.failure is None
+    assert [(d.src, d.sport, d.dport, d.payload) for d in got] == [
+        ("192.0.2.1", 67, 67, payload.load), ("192.0.2.2", 68, 67, payload.load)]
 
 
 def test_a_corrupt_stream_is_a_capture_error() -> None:
