@@ -86,6 +86,7 @@ class LiveResult:
     cpu: float  # CPU seconds of the sniffer and its capturers and tsharks, traffic to settled
     lab_cpu: float  # ... of everything: Kea, dhcrelay, perfdhcp, Redis, captures, the sniffer
     busy: float  # seconds from the traffic's start to Redis settled (less the settling wait)
+    idle: float  # share of the machine's CPU time left idle while perfdhcp ran
     packets: int  # packets it captured
     timed: tuple[tuple[float, float, str], ...]  # per lease, in ACK order: (its first ACK on
     # up0, Redis's clock when it was written, both Unix times in seconds; its address)
@@ -188,8 +189,10 @@ def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = (),
                 acks = lab.capture("relay", ["up0"], workdir / "up0.pcap")
                 time.sleep(WARM_UP)
                 cpu, lab_cpu = -tree_cpu(sniffer.proc.pid), -everything_cpu(lab, store.pids)
+                machine = machine_times()
                 started = time.monotonic()
                 lab.perfdhcp(rate * seconds, rate=rate)
+                idle = idle_share(machine, machine_times())
                 settle(client)
                 busy = time.monotonic() - started - SETTLE
                 cpu += tree_cpu(sniffer.proc.pid)
@@ -211,7 +214,7 @@ def run(rate: int, seconds: int, tree: Path = REPO, prefix: Sequence[str] = (),
                    if ip in written and ip in ack_times)
     packets = re.search(r"stopped: ([\d,]+) packets", output)
     return LiveResult(rate, seconds, len(kea), len(ours), lost, len(ours.keys() - kea.keys()),
-                      len(ack_times), cpu, lab_cpu, busy,
+                      len(ack_times), cpu, lab_cpu, busy, idle,
                       int(packets[1].replace(",", "")) if packets else 0, tuple(timed))
 
 
@@ -224,6 +227,18 @@ def tree_cpu(pid: int) -> float:
         fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
         ticks += sum(int(field) for field in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_times() -> list[int]:
+    """The machine's CPU time so far, by state (the first line of /proc/stat)."""
+    with open("/proc/stat") as stat:
+        return [int(ticks) for ticks in stat.readline().split()[1:]]
+
+
+def idle_share(before: Sequence[int], after: Sequence[int]) -> float:
+    """The share of the CPU time between two machine_times() that was idle (idle, iowait)."""
+    spent = [later - earlier for earlier, later in zip(before, after, strict=True)]
+    return (spent[3] + spent[4]) / max(sum(spent), 1)
 
 
 def everything_cpu(lab: Lab, servers: Sequence[int]) -> float:

@@ -90,3 +90,8 @@ def test_live_loses_no_lease_at_a_low_rate() -> None:
         latency = row(table, f"{label}: ACK-to-Redis latency")
         assert re.fullmatch(r"\d+ / \d+ / \d+ ms", latency[1])
         assert latency[2] == f"{lost[1]} leases timed"  # every lease Kea granted, written
+    assert re.search(r" cores of \d+, \d+ % idle during the traffic$",
+                     row(table, f"{one}: CPU of the whole lab")[2])
+    first = ("live 50 exchanges/s for 3 s, both legs, the sniffer given the CPU first "
+             "(nice -5; a diagnosis)")
+    assert re.fullmatch(r"0 of [1-9]\d*", row(table, f"{first}: leases lost")[1])
