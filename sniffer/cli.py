@@ -20,6 +20,7 @@ from sniffer import config as config_file
 from sniffer.arguments import ip_or_mac, ipv4_set, network, normal_mac, parse_moment
 from sniffer.capture_file import STDIN, FileCapture, stdin_size
 from sniffer.capturer import BUFFER_MIB
+from sniffer.collector import collect_young_only
 from sniffer.commands import RejectReason
 from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis
 from sniffer.console import err, out
@@ -31,7 +32,7 @@ from sniffer.keys import Keys, ipv4_number
 from sniffer.listing import Query, SortKey, listing
 from sniffer.logs import configure_logging, log
 from sniffer.migrate import migrate as migrate_store
-from sniffer.pipeline import Pipeline, collect_less, left_to_exit
+from sniffer.pipeline import Pipeline, left_to_exit
 from sniffer.printing import (
     DECODE_HEADER,
     decode_row,
@@ -302,7 +303,7 @@ def replay(
                        warn=lambda warning: err.print(safe(f"warning: {warning}"))):
         tracker = Tracker(config)
         tracker.restore(store.load())
-        collect_less()
+        collect_young_only()
         pipeline = Pipeline(tracker, store)
         started = time.monotonic()
         try:
@@ -606,7 +607,7 @@ def sniff(
                         "rogue servers included")
         tracker = Tracker(config)
         tracker.restore(store.load())
-        collect_less()
+        collect_young_only()
         sniffer = Sniffer(sniff_config, tracker, store)
         sniffer.metrics.clock_skew.set_function(lambda: heartbeat.skew)
         if with_view:

@@ -19,18 +19,6 @@ from sniffer.store import ROGUE_SERVERS_MAX, LeaseStore
 from sniffer.tracker import Tracker
 
 
-def collect_less() -> None:
-    """Set the garbage collector for a long pipeline run, once its start-up is done.
-
-    A packet's objects die by reference counting, few of them in cycles, but the collector
-    counted them all: a young collection every 700 allocations, and full ones going through
-    every object of the imports. Those are frozen out of collections, and a young collection
-    comes every 50,000 allocations: replaying 100,000 packets spent 0.19 s of its 2.5 s of CPU
-    collecting, now 0.04 s. Cyclic garbage waits longer, a few megabytes at most."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
-
-
 def left_to_exit(tracker: Tracker) -> None:
     """Leave a tracker the program is done with to the operating system, which takes back the
     whole process at exit at no cost, instead of freeing its records object by object: 20 to
