@@ -166,14 +166,14 @@ class Sniffer:
         `force` (a second signal) cuts the stop short: the captures are killed."""
         force = force or threading.Event()
         publish_at = 0.0
-        collections = FullCollections(time.monotonic())
+        full_collections = FullCollections(time.monotonic())
         while not stop.is_set():
             self._round(POLL)
             if self.writer.cache_wanted():  # after the writes handed over: the newest state
                 self.writer.reassert_cache(self.tracker.current_grants(time.time()))
             if time.monotonic() >= publish_at:
                 self.publish()
-                collections.tick(time.monotonic())
+                full_collections.tick(time.monotonic())
                 publish_at = time.monotonic() + PUBLISH_EVERY
         self._shutdown(force)
         self.publish()
