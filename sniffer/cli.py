@@ -20,7 +20,7 @@ from sniffer import config as config_file
 from sniffer.arguments import ip_or_mac, ipv4_set, network, normal_mac, parse_moment
 from sniffer.capture_file import STDIN, FileCapture, stdin_size
 from sniffer.capturer import BUFFER_MIB
-from sniffer.collector import collect_young_only
+from sniffer.collector import collect_young_only, left_to_exit
 from sniffer.commands import RejectReason
 from sniffer.connection import RedisOptions, close_redis, mask_url, open_redis
 from sniffer.console import err, out
@@ -32,7 +32,7 @@ from sniffer.keys import Keys, ipv4_number
 from sniffer.listing import Query, SortKey, listing
 from sniffer.logs import configure_logging, log
 from sniffer.migrate import migrate as migrate_store
-from sniffer.pipeline import Pipeline, left_to_exit
+from sniffer.pipeline import Pipeline
 from sniffer.printing import (
     DECODE_HEADER,
     decode_row,

@@ -1,4 +1,5 @@
-"""The garbage collector's policy for the pipeline's runs (replay and sniff).
+"""The garbage collector's policy for the pipeline's runs (replay and sniff), and a replay's
+tracker left to the process's exit.
 
 A packet's objects die by reference counting. What survives is the tracker's state (leases,
 transactions, duplicate keys) and the writer's recent writes, kept for seconds to days, and
@@ -20,6 +21,7 @@ import gc
 import time
 
 from sniffer.logs import log
+from sniffer.tracker import Tracker
 
 YOUNG_THRESHOLD = 10_000  # allocations (less deallocations) between two young collections
 FULL_EVERY = 3600.0  # seconds between a long run's full collections
@@ -59,3 +61,14 @@ class FullCollections:
         log.debug("full garbage collection: %d objects freed in %.0f ms", freed,
                   (time.perf_counter() - started) * 1000)
         return freed
+
+
+def left_to_exit(tracker: Tracker) -> None:
+    """Leave a tracker the program is done with to the operating system, which takes back the
+    whole process at exit at no cost, instead of freeing its records object by object: 20 to
+    35 ms of one core after a 100,000-packet replay's work was done. A tracker is plain data
+    (no files, sockets or finalizers), so nothing is lost by never freeing it. It is held by a
+    reference cycle taken out of the collector's sight (gc.freeze), which exit does not free."""
+    cycle: list[object] = [tracker]
+    cycle.append(cycle)
+    gc.freeze()

@@ -6,7 +6,6 @@ batch is flushed.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -17,17 +16,6 @@ from sniffer.dhcp import Datagram, Dropped, decode
 from sniffer.scripts import SentBatch
 from sniffer.store import ROGUE_SERVERS_MAX, LeaseStore
 from sniffer.tracker import Tracker
-
-
-def left_to_exit(tracker: Tracker) -> None:
-    """Leave a tracker the program is done with to the operating system, which takes back the
-    whole process at exit at no cost, instead of freeing its records object by object: 20 to
-    35 ms of one core after a 100,000-packet replay's work was done. A tracker is plain data
-    (no files, sockets or finalizers), so nothing is lost by never freeing it. It is held by a
-    reference cycle taken out of the collector's sight (gc.freeze), which exit does not free."""
-    cycle: list[object] = [tracker]
-    cycle.append(cycle)
-    gc.freeze()
 
 
 def count_rogue(counter: Counter[str], rejected: Rejected) -> str:

@@ -29,8 +29,8 @@ from specharness import (
     assert_lease,
 )
 
+from sniffer.collector import left_to_exit
 from sniffer.commands import RejectReason
-from sniffer.pipeline import left_to_exit
 from sniffer.replay import REASON_WORDS, rejections
 from sniffer.tracker import Tracker
 
